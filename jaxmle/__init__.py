@@ -1,0 +1,33 @@
+"""jaxmle: maximum-likelihood estimation on JAX.
+
+Write a log-density as a pure JAX function of a parameter dict and data; jaxmle
+derives gradients and Hessians, runs compiled optimizers, reports estimates with
+standard errors and intervals, and fits thousands of datasets in one call.
+"""
+
+from . import inference, optimizers
+from ._fit import fit, fit_batch, pad
+from ._model import Model
+from ._params import Fixed, Interval, Positive, Simplex
+from ._result import BatchFitResult, FitResult
+from ._status import ConvergenceWarning, Status
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Model",
+    "Positive",
+    "Interval",
+    "Simplex",
+    "Fixed",
+    "fit",
+    "fit_batch",
+    "pad",
+    "FitResult",
+    "BatchFitResult",
+    "Status",
+    "ConvergenceWarning",
+    "optimizers",
+    "inference",
+    "__version__",
+]

@@ -1,0 +1,423 @@
+"""fit and fit_batch: the driver loop, per-lane status and the compile cache.
+
+Stopping rule (documented in README): with f the negative *mean* log-likelihood
+(sum divided by the number of observations) on the unconstrained scale and g its
+gradient, a fit has converged when
+
+    max|g| <= gtol * max(1, |f|)
+
+or when an accepted step changed f by at most ``ftol * max(1, |f|)`` while
+``max|g| <= 1000 * gtol * max(1, |f|)`` (progress has hit the floating-point
+floor). Defaults depend on the dtype: gtol = 1e-9 (float64) / 1e-5 (float32) for
+Newton, BFGS and L-BFGS, 1e-7 / 1e-4 for Adam and gradient ascent; ftol is 4 ulps.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from . import optimizers as _opt
+from ._model import Model, n_data, substitute_masked
+from ._result import BatchFitResult, FitResult
+from ._status import RUNNING, ConvergenceWarning, Status, message
+
+_NAN_POLICIES = ("raise", "status")
+
+
+def _float_dtype(data):
+    floats = [
+        np.result_type(x)
+        for x in jax.tree_util.tree_leaves(data)
+        if jnp.issubdtype(np.result_type(x), jnp.floating)
+    ]
+    dt = jnp.result_type(*floats) if floats else jnp.float64
+    return jax.dtypes.canonicalize_dtype(dt)
+
+
+def _as_arrays(data, what="data"):
+    leaves, treedef = jax.tree_util.tree_flatten(data)
+    if not leaves:
+        raise ValueError(f"{what} is empty: pass an array or a dict of arrays")
+    out = []
+    for leaf in leaves:
+        try:
+            arr = jnp.asarray(leaf)
+        except (TypeError, ValueError):
+            raise TypeError(
+                f"{what} leaf of type {type(leaf).__name__} cannot be made an array; "
+                "pass numbers, numpy or JAX arrays"
+            ) from None
+        if not (jnp.issubdtype(arr.dtype, jnp.number) or arr.dtype == bool):
+            raise TypeError(f"{what} has non-numeric dtype {arr.dtype}")
+        if arr.size == 0:
+            raise ValueError(f"{what} has an empty leaf of shape {arr.shape}: nothing to fit")
+        out.append(arr)
+    return jax.tree_util.tree_unflatten(treedef, out)
+
+
+def _nonfinite_report(data, mask=None, batch=False):
+    """Names of data leaves with NaN/inf at unmasked positions (host check)."""
+    bad = []
+    for path, leaf in jax.tree_util.tree_flatten_with_path(data)[0]:
+        if not jnp.issubdtype(leaf.dtype, jnp.floating):
+            continue
+        arr = np.asarray(leaf)
+        finite = np.isfinite(arr)
+        if mask is not None:
+            m = np.asarray(mask, bool)
+            if arr.shape[: m.ndim] == m.shape:
+                finite = finite | ~m.reshape(m.shape + (1,) * (arr.ndim - m.ndim))
+        if not finite.all():
+            where = np.argwhere(~finite)[:3].tolist()
+            name = jax.tree_util.keystr(path) or "data"
+            bad.append(f"{name} ({(~finite).sum()} values, first at {where})")
+    return bad
+
+
+def _check_mask(mask, data, batch: int | None):
+    if mask is None:
+        return None
+    mask = jnp.asarray(mask)
+    if mask.dtype != bool:
+        if not jnp.isin(mask, jnp.array([0, 1])).all():
+            raise ValueError("mask must be boolean (or 0/1): True marks a real observation")
+        mask = mask.astype(bool)
+    want_nd = 1 if batch is None else 2
+    n = n_data(data) if batch is None else n_data(jax.tree_util.tree_map(lambda x: x[0], data))
+    if mask.ndim != want_nd or (batch is not None and mask.shape[0] != batch) or (
+        n is not None and mask.shape[-1] != n
+    ):
+        want = f"({n},)" if batch is None else f"({batch}, {n})"
+        raise ValueError(
+            f"mask has shape {mask.shape}; expected {want}: one entry per observation"
+            + (" per dataset" if batch is not None else "")
+            + " (jm.pad returns a matching mask)"
+        )
+    if not mask.any(axis=-1).all():
+        raise ValueError("mask has a dataset with no observations (all False): nothing to fit")
+    return mask
+
+
+def _tolerances(opt, dtype, tol, ftol):
+    gtol = opt.default_gtol(dtype) if tol is None else float(tol)
+    if ftol is None:
+        ftol = 4 * float(jnp.finfo(dtype).eps)
+    if not (gtol > 0 and ftol >= 0):
+        raise ValueError(f"tolerances must be positive, got tol={tol}, ftol={ftol}")
+    return gtol, float(ftol)
+
+
+def make_solver(model: Model, opt, max_iter: int, gtol: float, ftol: float, n_static):
+    """Build the traceable single-dataset fit: (z0, fixed, data, mask) -> outputs."""
+    spec = model.spec
+
+    def solve(z0, fixed, data, mask):
+        data = substitute_masked(data, mask)
+        dtype = z0.dtype
+        if mask is not None:
+            n_obs = jnp.sum(mask).astype(dtype)
+        else:
+            n_obs = jnp.asarray(np.nan if n_static is None else n_static, dtype)
+        scale = jnp.where(jnp.isfinite(n_obs), jnp.maximum(n_obs, 1.0), 1.0)
+
+        def neg_total(z):
+            return -model.logpost(spec.to_params(z, fixed), data, mask)
+
+        def objective(z, _):
+            return neg_total(z) / scale
+
+        def measure(state):
+            gs = jnp.max(jnp.abs(state.grad))
+            fs = jnp.maximum(1.0, jnp.abs(state.f))
+            finite = jnp.isfinite(state.f) & jnp.all(jnp.isfinite(state.grad))
+            return gs, fs, finite
+
+        state0 = opt.init(objective, z0, None)
+        gs, fs, finite = measure(state0)
+        status0 = jnp.where(
+            ~finite, Status.NONFINITE, jnp.where(gs <= gtol * fs, Status.CONVERGED, RUNNING)
+        ).astype(jnp.int32)
+
+        def cond(carry):
+            return carry[2] == RUNNING
+
+        def body(carry):
+            state, it, _ = carry
+            new = opt.step(objective, state, None)
+            it = it + 1
+            gs, fs, finite = measure(new)
+            df = jnp.abs(state.f - new.f)
+            moved = jnp.any(new.z != state.z)
+            floor = (df <= ftol * fs) & (gs <= 1e3 * gtol * fs)
+            conv = (gs <= gtol * fs) | (moved & floor)
+            stuck = new.ls_failed | ~moved
+            status = jnp.where(
+                ~finite,
+                Status.NONFINITE,
+                jnp.where(
+                    conv,
+                    Status.CONVERGED,
+                    jnp.where(
+                        stuck,
+                        jnp.where(gs <= 1e3 * gtol * fs, Status.CONVERGED, Status.LINESEARCH_FAILED),
+                        jnp.where(it >= max_iter, Status.MAX_ITER, RUNNING),
+                    ),
+                ),
+            ).astype(jnp.int32)
+            # A non-finite step is not taken: the lane keeps its last finite point.
+            state = jax.tree_util.tree_map(lambda a, b: jnp.where(finite, a, b), new, state)
+            return state, it, status
+
+        state, n_iter, status = jax.lax.while_loop(cond, body, (state0, jnp.zeros((), jnp.int32), status0))
+
+        z = state.z
+        params = spec.to_params(z, fixed)
+        loglik = model.loglik_sum(params, data, mask)
+        logpost = model.logpost(params, data, mask)
+        H = jax.hessian(neg_total)(z)
+        H = 0.5 * (H + H.T)
+        J = jax.jacfwd(lambda zz: spec.natural_flat(zz, fixed))(z)
+        eig = jnp.linalg.eigvalsh(H)
+        eps = jnp.finfo(dtype).eps
+        pd = (eig[0] > 100 * eps * eig[-1]) & jnp.all(jnp.isfinite(eig))
+        L = jnp.linalg.cholesky(jnp.where(pd, H, jnp.eye(H.shape[0], dtype=dtype)))
+        # cov_natural = J H^-1 J' computed as (L^-1 J')' (L^-1 J').
+        A = jax.scipy.linalg.solve_triangular(L, J.T, lower=True)
+        cov = jnp.where(pd, A.T @ A, jnp.nan)
+        se = jnp.sqrt(jnp.diagonal(cov))
+        edge = spec.edge_distance_flat(z, fixed)
+        at_edge = jnp.any((edge <= 0) | (edge <= 1e-3 * se))
+        status = jnp.where(
+            status == Status.CONVERGED,
+            jnp.where(at_edge, Status.AT_BOUNDARY, jnp.where(pd, Status.CONVERGED, Status.HESSIAN_NOT_PD)),
+            status,
+        ).astype(jnp.int32)
+        return {
+            "params": params,
+            "z": z,
+            "fixed": list(fixed),
+            "loglik": loglik,
+            "logpost": logpost,
+            "status": status,
+            "n_iter": n_iter,
+            "grad_norm": jnp.max(jnp.abs(state.grad)) * scale,
+            "n_obs": n_obs,
+            "cov": cov,
+            "cond": jnp.where(pd, eig[-1] / eig[0], jnp.inf),
+        }
+
+    return solve
+
+
+def _compiled(model: Model, opt, max_iter, gtol, ftol, n_static, masked: bool, batched: bool):
+    key = (opt, max_iter, gtol, ftol, n_static, masked, batched)
+    fn = model._compiled.get(key)
+    if fn is None:
+        solve = make_solver(model, opt, max_iter, gtol, ftol, n_static)
+        if batched:
+            solve = jax.vmap(solve, in_axes=(0, 0, 0, 0 if masked else None))
+        fn = jax.jit(solve)
+        model._compiled[key] = fn
+    return fn
+
+
+def _prepare(model, data, method, max_iter, tol, ftol, nan_policy, mask, batch):
+    if not isinstance(model, Model):
+        raise TypeError(f"the first argument must be a jm.Model, got {type(model).__name__}")
+    if nan_policy not in _NAN_POLICIES:
+        raise ValueError(f"nan_policy must be one of {_NAN_POLICIES}, got {nan_policy!r}")
+    data = _as_arrays(data)
+    dtype = _float_dtype(data)
+    opt = _opt.resolve(method, model.n_free)
+    if max_iter is None:
+        max_iter = opt.default_max_iter
+    if int(max_iter) < 1:
+        raise ValueError(f"max_iter must be >= 1, got {max_iter}")
+    gtol, ftol = _tolerances(opt, dtype, tol, ftol)
+    return data, dtype, opt, int(max_iter), gtol, ftol
+
+
+def fit(
+    model: Model,
+    data: Any,
+    method: str | _opt.Optimizer = "auto",
+    init: dict | None = None,
+    max_iter: int | None = None,
+    tol: float | None = None,
+    ftol: float | None = None,
+    mask=None,
+    warn: bool = True,
+) -> FitResult:
+    """Maximise the model's log-likelihood on one dataset.
+
+    Args:
+        model: a ``jm.Model``.
+        data: an array or any pytree of arrays, passed to the log-density as is.
+        method: "auto" (Newton up to 200 free parameters, L-BFGS above), "newton",
+            "bfgs", "lbfgs", "adam", "gd", or an optimizer instance from
+            ``jm.optimizers`` (e.g. ``Adam(learning_rate=0.01)``).
+        init: natural-scale start values overriding (some of) the spec's.
+        max_iter: iteration cap (method-dependent default).
+        tol: gradient tolerance of the stopping rule (dtype-aware default).
+        ftol: relative objective-change tolerance (default 4 ulps).
+        mask: optional boolean vector, True for observations to use.
+        warn: warn (``jm.ConvergenceWarning``) when the fit did not converge.
+
+    Returns:
+        A ``FitResult``.
+
+    Example:
+        >>> res = jm.fit(model, jnp.array([240., 255., 261., 248., 271.]))
+        >>> res.params["mu"]   # 255.0
+    """
+    data, dtype, opt, max_iter, gtol, ftol = _prepare(
+        model, data, method, max_iter, tol, ftol, "raise", mask, None
+    )
+    mask = _check_mask(mask, data, None)
+    bad = _nonfinite_report(data, mask)
+    if bad:
+        raise ValueError(
+            "data contain NaN or inf: " + "; ".join(bad)
+            + ". Drop those observations, or pass mask= with False at them"
+        )
+    n_terms = model.check_output(data, dtype, mask is not None)
+    n_static = n_terms if n_terms is not None else n_data(data)
+    leaves = model.spec.natural_leaves(init)
+    z0 = model.spec.to_z(leaves, dtype)
+    fixed = model.spec.fixed_values(leaves, dtype)
+    fn = _compiled(model, opt, max_iter, gtol, ftol, n_static, mask is not None, False)
+    out = fn(z0, fixed, data, mask)
+    res = FitResult._from_outputs(model, opt.name, out)
+    status = int(res.status)
+    if status == Status.NONFINITE and int(res.n_iter) == 0:
+        start = {n: np.asarray(v).tolist() for n, v in zip(model.spec.leaf_names, leaves)}
+        raise ValueError(
+            f"the log-likelihood (or its gradient) is not finite at the start values {start}; "
+            "choose start values where the data are possible (init= or the spec)"
+        )
+    if warn and status != Status.CONVERGED:
+        warnings.warn(f"fit status {Status(status).name}: {message(status)}", ConvergenceWarning, stacklevel=2)
+    return res
+
+
+def _batch_size(data) -> int:
+    sizes = {}
+    for path, leaf in jax.tree_util.tree_flatten_with_path(data)[0]:
+        name = jax.tree_util.keystr(path) or "data"
+        if leaf.ndim == 0:
+            raise ValueError(
+                f"data leaf {name} is a scalar; fit_batch needs a leading batch axis on "
+                "every data leaf (use jnp.broadcast_to for data shared by all datasets)"
+            )
+        sizes[name] = leaf.shape[0]
+    if len(set(sizes.values())) != 1:
+        raise ValueError(
+            f"data leaves have mismatched batch axes {sizes}; every leaf needs the same "
+            "leading axis B (one slice per dataset)"
+        )
+    return next(iter(sizes.values()))
+
+
+def fit_batch(
+    model: Model,
+    data: Any,
+    method: str | _opt.Optimizer = "auto",
+    init: dict | None = None,
+    max_iter: int | None = None,
+    tol: float | None = None,
+    ftol: float | None = None,
+    mask=None,
+    nan_policy: str = "raise",
+) -> BatchFitResult:
+    """Fit the same model to B datasets in one compiled, vectorised call.
+
+    Every data leaf carries a leading batch axis B. Each fit runs the same loop as
+    ``fit`` under ``jax.vmap``; a finished fit is frozen at its own optimum while the
+    others continue, and each gets its own ``status``. Nothing raises for one bad
+    dataset: it gets a status code and the others are untouched.
+
+    Args:
+        model: a ``jm.Model``.
+        data: pytree of arrays, each with leading axis B.
+        method, max_iter, tol, ftol: as for ``fit``.
+        init: start values; a leaf of shape ``(B,) + shape`` gives one per dataset.
+        mask: boolean ``(B, n)``, True for real observations (see ``jm.pad``).
+        nan_policy: "raise" (default) rejects NaN/inf at unmasked positions;
+            "status" lets those datasets end with ``Status.NONFINITE``.
+
+    Returns:
+        A ``BatchFitResult`` whose fields have a leading axis B.
+
+    Example:
+        >>> batch = jm.fit_batch(model, xs)        # xs.shape == (10_000, 100)
+        >>> batch.params["mu"].shape               # (10000,)
+    """
+    data, dtype, opt, max_iter, gtol, ftol = _prepare(
+        model, data, method, max_iter, tol, ftol, nan_policy, mask, True
+    )
+    B = _batch_size(data)
+    mask = _check_mask(mask, data, B)
+    if nan_policy == "raise":
+        bad = _nonfinite_report(data, mask)
+        if bad:
+            raise ValueError(
+                "data contain NaN or inf: " + "; ".join(bad)
+                + ". Mask them (mask=), drop those datasets, or pass nan_policy='status' "
+                "to give those datasets Status.NONFINITE"
+            )
+    one = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape[1:], x.dtype), data)
+    n_terms = model.check_output(one, dtype, mask is not None)
+    n_static = n_terms if n_terms is not None else n_data(one)
+    leaves = model.spec.natural_leaves(init, batch=B)
+    z0 = jax.vmap(lambda *ls: model.spec.to_z(ls, dtype))(*leaves)
+    fixed = model.spec.fixed_values(leaves, dtype)
+    fn = _compiled(model, opt, max_iter, gtol, ftol, n_static, mask is not None, True)
+    out = fn(z0, fixed, data, mask)
+    return BatchFitResult._from_outputs(model, opt.name, out)
+
+
+def pad(arrays, fill=None):
+    """Stack arrays of different lengths into one padded batch and its mask.
+
+    Padded slots repeat each array's last observation (so they stay inside the
+    model's support) and are marked False in the mask; ``fit_batch(..., mask=mask)``
+    ignores them.
+
+    Args:
+        arrays: sequence of arrays whose first axes differ (other axes must agree).
+        fill: optional constant to pad with instead.
+
+    Returns:
+        (padded, mask): shapes ``(B, n_max, ...)`` and ``(B, n_max)``.
+
+    Example:
+        >>> padded, mask = jm.pad([jnp.ones(3), jnp.ones(5)])
+        >>> padded.shape, mask.sum(axis=1)   # (2, 5), [3, 5]
+    """
+    arrays = [np.asarray(a) for a in arrays]
+    if not arrays:
+        raise ValueError("pad needs at least one array")
+    tails = {a.shape[1:] for a in arrays}
+    if any(a.ndim == 0 for a in arrays) or len(tails) != 1:
+        raise ValueError(
+            "pad needs arrays that differ only in their first axis; got shapes "
+            f"{[a.shape for a in arrays][:5]}"
+        )
+    empty = [i for i, a in enumerate(arrays) if a.shape[0] == 0]
+    if empty:
+        raise ValueError(f"pad got empty arrays at positions {empty[:5]}: drop those datasets")
+    n_max = max(a.shape[0] for a in arrays)
+    dtype = np.result_type(*arrays)
+    padded = np.empty((len(arrays), n_max) + arrays[0].shape[1:], dtype)
+    mask = np.zeros((len(arrays), n_max), bool)
+    for i, a in enumerate(arrays):
+        n = a.shape[0]
+        padded[i, :n] = a
+        padded[i, n:] = a[-1] if fill is None else fill
+        mask[i, :n] = True
+    return jnp.asarray(padded), jnp.asarray(mask)

@@ -1,0 +1,167 @@
+"""Model: a user log-density plus a parameter spec, and the objective built from it."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ._params import ParamSpec
+
+
+def _leading_sizes(data) -> dict[str, int]:
+    sizes = {}
+    for path, leaf in jax.tree_util.tree_flatten_with_path(data)[0]:
+        shape = np.shape(leaf)
+        if len(shape) >= 1:
+            sizes[jax.tree_util.keystr(path) or "data"] = shape[0]
+    return sizes
+
+
+def n_data(data) -> int | None:
+    """The common leading-axis length of the data leaves, or None if they differ."""
+    sizes = set(_leading_sizes(data).values())
+    return sizes.pop() if len(sizes) == 1 else None
+
+
+class Model:
+    """A log-likelihood written as a pure JAX function, with its parameter spec.
+
+    Args:
+        loglik: ``loglik(params, data)`` returning per-observation log-density terms
+            (a vector, summed by jaxmle) or their sum (a scalar). ``params`` is a dict
+            shaped like ``spec`` with natural-scale values.
+        spec: dict of start values and constraint wrappers (``jm.Positive``,
+            ``jm.Interval``, ``jm.Simplex``, ``jm.Fixed``); nested dicts allowed.
+        log_prior: optional ``log_prior(params)``; the fit is then a MAP estimate.
+        name: a label for summaries.
+
+    Example:
+        >>> def loglik(p, x):
+        ...     return jax.scipy.stats.norm.logpdf(x, p["mu"], p["sigma"])
+        >>> model = jm.Model(loglik, {"mu": 0.0, "sigma": jm.Positive(1.0)})
+    """
+
+    def __init__(
+        self,
+        loglik: Callable[[Any, Any], jax.Array],
+        spec: dict,
+        log_prior: Callable[[Any], jax.Array] | None = None,
+        name: str | None = None,
+    ):
+        if not callable(loglik):
+            raise TypeError("loglik must be a function loglik(params, data)")
+        if log_prior is not None and not callable(log_prior):
+            raise TypeError("log_prior must be a function log_prior(params)")
+        self.loglik = loglik
+        self.spec = ParamSpec(spec)
+        self.log_prior = log_prior
+        self.name = name or getattr(loglik, "__name__", "model")
+        self._compiled: dict = {}
+        self._checked: dict = {}
+
+    @property
+    def param_names(self) -> list[str]:
+        return self.spec.names
+
+    @property
+    def n_free(self) -> int:
+        """Number of free (unconstrained) dimensions, the k of AIC/BIC."""
+        return self.spec.n_free
+
+    def __repr__(self):
+        return f"Model({self.name}, params={self.spec.leaf_names})"
+
+    # -- output checks -----------------------------------------------------
+    def check_output(self, data, dtype, masked: bool) -> int | None:
+        """Trace the log-density once per data signature and check what it returns.
+
+        Returns:
+            The number of per-observation terms, or None for a scalar log-density.
+        """
+        sig = (
+            jax.tree_util.tree_structure(data),
+            tuple((np.shape(x), np.result_type(x)) for x in jax.tree_util.tree_leaves(data)),
+            np.dtype(dtype),
+            masked,
+        )
+        if sig in self._checked:
+            return self._checked[sig]
+        params = self.spec.unflatten(
+            [jax.ShapeDtypeStruct(s, dtype) for s in self.spec.shapes]
+        )
+        try:
+            out = jax.eval_shape(self.loglik, params, data)
+        except (jax.errors.ConcretizationTypeError, jax.errors.TracerBoolConversionError,
+                jax.errors.TracerIntegerConversionError) as e:
+            raise TypeError(
+                "the log-density uses Python control flow (if/while/int()/float()) on a "
+                "parameter or data value; jaxmle differentiates and compiles it, so it must "
+                "be written with jnp.where / jax.lax.cond instead. JAX said: "
+                + str(e).splitlines()[0]
+            ) from e
+        if not isinstance(out, jax.ShapeDtypeStruct):
+            raise TypeError(
+                f"the log-density must return one array, got {type(out).__name__}"
+            )
+        if not jnp.issubdtype(out.dtype, jnp.floating):
+            raise TypeError(
+                f"the log-density returned dtype {out.dtype}; it must return floating-point "
+                "log-density values (did it return a count or a boolean?)"
+            )
+        n = n_data(data)
+        if out.ndim > 1:
+            raise ValueError(
+                f"the log-density returned shape {out.shape}; it must return a scalar or "
+                "one term per observation (a vector). Sum over the extra axes inside it."
+            )
+        if out.ndim == 1 and n is not None and out.shape[0] != n:
+            raise ValueError(
+                f"the log-density returned {out.shape[0]} terms but the data has {n} "
+                "observations (leading axis); return one term per observation or a scalar"
+            )
+        if masked and out.ndim == 0:
+            raise ValueError(
+                "a mask needs per-observation terms, but the log-density returns a scalar: "
+                "return the vector of log-density terms instead of their sum"
+            )
+        result = None if out.ndim == 0 else int(out.shape[0])
+        self._checked[sig] = result
+        return result
+
+    # -- objective ---------------------------------------------------------
+    def loglik_sum(self, params, data, mask=None):
+        """Total log-likelihood (masked terms contribute zero)."""
+        terms = self.loglik(params, data)
+        if mask is not None:
+            terms = jnp.where(mask, terms, 0)
+        return jnp.sum(terms)
+
+    def logpost(self, params, data, mask=None):
+        """Log-likelihood plus log-prior (equal to the log-likelihood without a prior)."""
+        ll = self.loglik_sum(params, data, mask)
+        if self.log_prior is not None:
+            ll = ll + self.log_prior(params)
+        return ll
+
+
+def substitute_masked(data, mask):
+    """Replace masked-out observations by the first valid one.
+
+    Padded or NaN entries then never reach the log-density, so neither their values
+    nor their gradients (0 * NaN = NaN) can leak into the fit.
+    """
+    if mask is None:
+        return data
+    n = mask.shape[0]
+    first = jnp.argmax(mask)
+
+    def fix(x):
+        if jnp.ndim(x) >= 1 and x.shape[0] == n:
+            m = mask.reshape((n,) + (1,) * (x.ndim - 1))
+            return jnp.where(m, x, x[first])
+        return x
+
+    return jax.tree_util.tree_map(fix, data)

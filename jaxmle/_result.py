@@ -1,0 +1,233 @@
+"""FitResult and BatchFitResult: registered pytrees, natural-scale reporting, summaries."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from . import inference as _inf
+from ._status import Status, message
+
+_FIELDS = ("params", "z", "fixed", "loglik", "logpost", "status", "n_iter", "grad_norm",
+           "n_obs", "cov", "cond")
+
+
+class _ResultBase:
+    """Fields and inference shared by single and batched results (batch axes lead)."""
+
+    def __init__(self, model, method, **fields):
+        self.model = model
+        self.method = method
+        for name in _FIELDS:
+            setattr(self, name, fields[name])
+
+    @classmethod
+    def _from_outputs(cls, model, method, out):
+        return cls(model, method, **out)
+
+    def tree_flatten(self):
+        return tuple(getattr(self, f) for f in _FIELDS), (self.model, self.method)
+
+    @classmethod
+    def tree_unflatten(cls, aux, children):
+        return cls(aux[0], aux[1], **dict(zip(_FIELDS, children)))
+
+    # -- plain fields --------------------------------------------------------
+    @property
+    def converged(self):
+        """True where the fit met the stopping rule with a valid optimum."""
+        return self.status == Status.CONVERGED
+
+    @property
+    def param_names(self) -> list[str]:
+        """Names of the free natural-scale elements, ordered as ``cov``."""
+        return self.model.spec.names
+
+    @property
+    def is_map(self) -> bool:
+        """True when the model has a prior: the estimate is a MAP estimate."""
+        return self.model.log_prior is not None
+
+    @property
+    def k(self) -> int:
+        """Number of free parameters (unconstrained dimensions)."""
+        return self.model.n_free
+
+    # -- inference -------------------------------------------------------------
+    @property
+    def estimate_flat(self):
+        """Free natural-scale estimates as one flat vector (last axis), as ``cov``."""
+        spec = self.model.spec
+        leaves = jax.tree_util.tree_leaves(self.params)
+        lead = jnp.shape(self.loglik)
+        return jnp.concatenate(
+            [jnp.reshape(v, lead + (-1,)) for v, f in zip(leaves, spec.is_fixed) if not f], axis=-1
+        )
+
+    @property
+    def stderr_flat(self):
+        return _inf.flat_stderr(self.cov)
+
+    @property
+    def stderr(self):
+        """Standard errors shaped like ``params`` (NaN for fixed parameters)."""
+        return self.model.spec.flat_to_tree(self.stderr_flat)
+
+    @property
+    def zvalues(self):
+        return _inf.z_values(self.estimate_flat, self.stderr_flat)
+
+    @property
+    def pvalues(self):
+        return _inf.p_values(self.zvalues)
+
+    def conf_int(self, level: float = 0.95, method: str = "wald") -> dict:
+        """Confidence intervals for the free parameters.
+
+        Args:
+            level: coverage, e.g. 0.95.
+            method: "wald" (estimate +/- z * stderr on the natural scale).
+
+        Returns:
+            {parameter name: array of shape ``param.shape + (2,)``} holding
+            (lower, upper); batched results add the leading batch axis.
+        """
+        if method != "wald":
+            raise ValueError(f"unknown conf_int method {method!r}; available: 'wald'")
+        flat = np.asarray(_inf.wald_interval(self.estimate_flat, self.stderr_flat, level))
+        spec = self.model.spec
+        lead = flat.shape[:-2]
+        out, i = {}, 0
+        for name, shape, fixed in zip(spec.leaf_names, spec.shapes, spec.is_fixed):
+            if fixed:
+                continue
+            size = int(np.prod(shape, dtype=int))
+            out[name] = flat[..., i : i + size, :].reshape(lead + shape + (2,))
+            i += size
+        return out
+
+    @property
+    def aic(self):
+        return _inf.information_criteria(self.loglik, self.k, self.n_obs)[0]
+
+    @property
+    def bic(self):
+        return _inf.information_criteria(self.loglik, self.k, self.n_obs)[1]
+
+    @property
+    def aicc(self):
+        return _inf.information_criteria(self.loglik, self.k, self.n_obs)[2]
+
+
+def _fmt(x, width=11):
+    x = float(x)
+    if not np.isfinite(x):
+        return f"{'nan' if np.isnan(x) else ('inf' if x > 0 else '-inf'):>{width}}"
+    if x != 0 and (abs(x) >= 1e6 or abs(x) < 1e-4):
+        return f"{x:>{width}.4e}"
+    return f"{x:>{width}.5g}"
+
+
+@jax.tree_util.register_pytree_node_class
+class FitResult(_ResultBase):
+    """The result of ``jm.fit``: estimates on the natural scale and their inference.
+
+    Attributes:
+        params: dict shaped like the spec, natural-scale estimates.
+        loglik: maximised log-likelihood (without the prior for MAP fits).
+        status: ``jm.Status`` code; ``converged`` is ``status == CONVERGED``.
+        n_iter, grad_norm: iterations used and max |d loglik / dz| at the end.
+        n_obs: number of observations (masked ones excluded).
+        cov: covariance of the free natural-scale parameters, ordered as ``param_names``.
+        cond: condition number of the information matrix (unconstrained scale).
+    """
+
+    def summary(self, level: float = 0.95) -> str:
+        """A statsmodels-like text table of estimates, errors, z, p and intervals."""
+        status = Status(int(self.status))
+        kind = "MAP estimate" if self.is_map else "Maximum likelihood"
+        lines = [
+            f"{kind}: {self.model.name}    method: {self.method}    status: {status.name}",
+            f"n_obs: {_fmt(self.n_obs, 0).strip()}    loglik: {float(self.loglik):.6g}    "
+            f"AIC: {float(self.aic):.6g}    BIC: {float(self.bic):.6g}    "
+            f"iterations: {int(self.n_iter)}",
+            f"max |gradient|: {float(self.grad_norm):.3g}    "
+            f"information condition number: {float(self.cond):.3g}",
+        ]
+        lo_hi = f"[{(1 - level) / 2:.3g}", f"{(1 + level) / 2:.3g}]"
+        header = f"{'':>14}{'estimate':>11}{'std err':>11}{'z':>11}{'P>|z|':>11}{lo_hi[0]:>11}{lo_hi[1]:>11}"
+        rule = "-" * len(header)
+        lines += [rule, header, rule]
+        est = np.asarray(self.estimate_flat)
+        se = np.asarray(self.stderr_flat)
+        z = np.asarray(self.zvalues)
+        p = np.asarray(self.pvalues)
+        ci = np.asarray(_inf.wald_interval(est, se, level))
+        for i, name in enumerate(self.param_names):
+            lines.append(
+                f"{name[:14]:>14}{_fmt(est[i])}{_fmt(se[i])}{_fmt(z[i])}{_fmt(p[i])}"
+                f"{_fmt(ci[i, 0])}{_fmt(ci[i, 1])}"
+            )
+        spec = self.model.spec
+        for name, fixed, v in zip(spec.leaf_names, spec.is_fixed, jax.tree_util.tree_leaves(self.params)):
+            if fixed:
+                lines.append(f"{name[:14]:>14}{_fmt(np.ravel(v)[0])}   (fixed)")
+        lines.append(rule)
+        if status != Status.CONVERGED:
+            lines.append(f"WARNING: {message(status)}")
+        return "\n".join(lines)
+
+    def __repr__(self):
+        return self.summary()
+
+
+@jax.tree_util.register_pytree_node_class
+class BatchFitResult(_ResultBase):
+    """The result of ``jm.fit_batch``: every field of ``FitResult`` with a leading axis B.
+
+    ``batch[i]`` is the i-th fit as a ``FitResult``.
+    """
+
+    def __len__(self):
+        return int(np.shape(self.status)[0])
+
+    def __getitem__(self, i) -> FitResult:
+        if not isinstance(i, (int, np.integer)):
+            raise TypeError("index a BatchFitResult with an int; use jax.tree_util.tree_map to slice")
+        n = len(self)
+        if not -n <= i < n:
+            raise IndexError(f"index {i} out of range for a batch of {n} fits")
+        children, aux = self.tree_flatten()
+        return FitResult.tree_unflatten(aux, [jax.tree_util.tree_map(lambda a: a[i], c) for c in children])
+
+    def status_counts(self) -> dict[str, int]:
+        codes = np.asarray(self.status)
+        return {s.name: int((codes == s).sum()) for s in Status if (codes == s).any()}
+
+    def summary(self) -> str:
+        """Status counts and the spread of each estimate across the batch."""
+        counts = ", ".join(f"{k}: {v}" for k, v in self.status_counts().items())
+        ok = np.asarray(self.converged)
+        est = np.asarray(self.estimate_flat)
+        se = np.asarray(self.stderr_flat)
+        lines = [
+            f"{'MAP' if self.is_map else 'Maximum likelihood'} batch: {self.model.name}    "
+            f"method: {self.method}    fits: {len(self)}",
+            f"status: {counts}",
+            f"iterations: median {np.median(np.asarray(self.n_iter)):g}, max {np.max(np.asarray(self.n_iter))}",
+            "spread over converged fits:",
+        ]
+        header = f"{'':>14}{'mean':>11}{'std':>11}{'min':>11}{'median':>11}{'max':>11}{'mean se':>11}"
+        lines += [header, "-" * len(header)]
+        for i, name in enumerate(self.param_names):
+            col = est[ok, i] if ok.any() else np.array([np.nan])
+            s = se[ok, i] if ok.any() else np.array([np.nan])
+            lines.append(
+                f"{name[:14]:>14}{_fmt(col.mean())}{_fmt(col.std())}{_fmt(col.min())}"
+                f"{_fmt(np.median(col))}{_fmt(col.max())}{_fmt(np.mean(s))}"
+            )
+        return "\n".join(lines)
+
+    def __repr__(self):
+        return self.summary()

@@ -1,0 +1,49 @@
+"""Status codes of a fit, shared by single and batched fits."""
+
+from __future__ import annotations
+
+import enum
+
+import numpy as np
+
+
+class Status(enum.IntEnum):
+    """Why a fit stopped. Inside JAX these are int32 values; compare with ``==``.
+
+    Example:
+        >>> res = jm.fit(model, x)
+        >>> res.status == jm.Status.CONVERGED
+    """
+
+    CONVERGED = 0
+    MAX_ITER = 1
+    NONFINITE = 2
+    LINESEARCH_FAILED = 3
+    HESSIAN_NOT_PD = 4
+    AT_BOUNDARY = 5
+
+
+# Internal lane state while the loop runs; never reported to users.
+RUNNING = -1
+
+MESSAGES = {
+    Status.CONVERGED: "converged: the stopping rule was met",
+    Status.MAX_ITER: "not converged: max_iter reached; raise max_iter or try another method",
+    Status.NONFINITE: "not converged: the log-likelihood or its gradient is NaN/inf "
+    "(check the data and the start values)",
+    Status.LINESEARCH_FAILED: "not converged: the line search found no improving step "
+    "(objective too flat or too rough at the last point)",
+    Status.HESSIAN_NOT_PD: "optimum found but the information matrix is not positive "
+    "definite: standard errors are NaN (a parameter may be unidentified)",
+    Status.AT_BOUNDARY: "a parameter sits at the edge of its constraint: Wald standard "
+    "errors are not valid there",
+}
+
+
+def message(code) -> str:
+    """A one-line explanation of a status code."""
+    return MESSAGES[Status(int(np.asarray(code)))]
+
+
+class ConvergenceWarning(UserWarning):
+    """Warned by ``fit`` when a fit did not converge cleanly."""

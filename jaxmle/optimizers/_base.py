@@ -1,0 +1,90 @@
+"""The optimizer protocol and the line search the second-order methods share.
+
+An optimizer is a small frozen dataclass of hyper-parameters with
+
+* ``init(objective, z0, data) -> OptState``
+* ``step(objective, state, data) -> OptState``
+
+where ``objective(z, data)`` is the scalar to *minimise* (the negative mean
+log-likelihood). Only the driver in ``jaxmle._fit`` loops; ``step`` does one
+iteration (a line search inside it may loop over step lengths).
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+
+class OptState(NamedTuple):
+    """What every optimizer carries: the point, its objective and gradient.
+
+    ``ls_failed`` is True when the last step found no acceptable point;
+    ``extra`` holds method-specific state (inverse Hessian, optax state, ...).
+    """
+
+    z: jax.Array
+    f: jax.Array
+    grad: jax.Array
+    ls_failed: jax.Array
+    extra: Any = ()
+
+
+class Optimizer:
+    """Base class: hyper-parameters live in dataclass fields of subclasses."""
+
+    name = "base"
+    default_max_iter = 100
+    first_order = False
+
+    def default_gtol(self, dtype) -> float:
+        """Gradient tolerance for the stopping rule (relative to max(1, |f|))."""
+        return 1e-9 if jnp.finfo(dtype).bits == 64 else 1e-5
+
+    def init(self, objective, z0, data) -> OptState:
+        f, g = jax.value_and_grad(objective)(z0, data)
+        return OptState(z0, f, g, jnp.zeros((), bool), self.init_extra(z0, g))
+
+    def init_extra(self, z0, g):
+        return ()
+
+    def step(self, objective, state: OptState, data) -> OptState:  # pragma: no cover
+        raise NotImplementedError
+
+
+def backtracking(objective, data, z, f, g, d, max_steps=40, c1=1e-4, shrink=0.5):
+    """Armijo backtracking along ``d`` from step length 1.
+
+    A non-descent direction is replaced by steepest descent. Non-finite trial
+    values count as "too far", so an objective that overflows makes the search
+    back off instead of returning NaN. A slack of a few ulps of |f| accepts steps
+    that only fail by roundoff near the optimum.
+
+    Returns:
+        (z_new, f_new, ok): the accepted point, or the old one with ok=False.
+    """
+    slope = jnp.vdot(g, d)
+    descent = slope < 0
+    d = jnp.where(descent, d, -g)
+    slope = jnp.where(descent, slope, -jnp.vdot(g, g))
+    slack = 4 * jnp.finfo(f.dtype).eps * jnp.abs(f)
+
+    def accept(alpha, f_new):
+        return jnp.isfinite(f_new) & (f_new <= f + c1 * alpha * slope + slack)
+
+    def cond(c):
+        _, _, k, ok = c
+        return (~ok) & (k < max_steps)
+
+    def body(c):
+        alpha, _, k, _ = c
+        alpha = alpha * shrink
+        f_new = objective(z + alpha * d, data)
+        return alpha, f_new, k + 1, accept(alpha, f_new)
+
+    one = jnp.ones((), f.dtype)
+    f1 = objective(z + d, data)
+    alpha, f_new, _, ok = jax.lax.while_loop(cond, body, (one, f1, 0, accept(one, f1)))
+    return jnp.where(ok, z + alpha * d, z), jnp.where(ok, f_new, f), ok
