@@ -83,7 +83,7 @@ class Model:
         """
         sig = (
             jax.tree_util.tree_structure(data),
-            tuple((np.shape(x), np.result_type(x)) for x in jax.tree_util.tree_leaves(data)),
+            tuple((np.shape(x), np.dtype(x.dtype)) for x in jax.tree_util.tree_leaves(data)),
             np.dtype(dtype),
             masked,
         )

@@ -1,0 +1,106 @@
+"""Bad input gets a clear ValueError/TypeError naming the problem and the fix."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.scipy import stats
+
+import jaxmle as jm
+from helpers import normal_model
+
+X = jnp.array([1.0, 2.0, 3.0, 4.0])
+
+
+def test_loglik_returning_a_matrix():
+    model = jm.Model(lambda p, x: jnp.outer(x, x) * p["a"], {"a": 0.0})
+    with pytest.raises(ValueError, match="scalar or one term per observation"):
+        jm.fit(model, X)
+
+
+def test_loglik_returning_wrong_length():
+    model = jm.Model(lambda p, x: stats.norm.logpdf(x[:-1], p["mu"], 1.0), {"mu": 0.0})
+    with pytest.raises(ValueError, match="3 terms but the data has 4 observations"):
+        jm.fit(model, X)
+
+
+def test_loglik_returning_integers():
+    model = jm.Model(lambda p, x: jnp.sum(x > 0).astype(jnp.int32), {"mu": 0.0})
+    with pytest.raises(TypeError, match="floating-point"):
+        jm.fit(model, X)
+
+
+def test_python_control_flow_is_explained():
+    def loglik(p, x):
+        if p["mu"] > 0:
+            return stats.norm.logpdf(x, p["mu"], 1.0)
+        return stats.norm.logpdf(x, -p["mu"], 1.0)
+
+    with pytest.raises(TypeError, match="jnp.where"):
+        jm.fit(jm.Model(loglik, {"mu": 0.0}), X)
+
+
+def test_mismatched_batch_axes():
+    data = {"X": jnp.ones((10, 5, 2)), "y": jnp.ones((9, 5))}
+    model = jm.Model(lambda p, d: d["y"] * jnp.sum(d["X"], -1) * p["a"], {"a": 0.0})
+    with pytest.raises(ValueError, match="mismatched batch axes"):
+        jm.fit_batch(model, data)
+
+
+def test_start_value_outside_constraint():
+    with pytest.raises(ValueError, match="'sigma'.*> 0"):
+        jm.Model(lambda p, x: x, {"sigma": jm.Positive(-1.0)})
+    with pytest.raises(ValueError, match="start value of 'sigma'"):
+        jm.fit(normal_model(), X, init={"sigma": 0.0})
+    with pytest.raises(ValueError, match=r"inside \(0.0, 1.0\)"):
+        jm.Model(lambda p, x: x, {"p": jm.Interval(0.0, 1.0, init=1.5)})
+    with pytest.raises(ValueError, match="sum to 1"):
+        jm.Simplex(jnp.array([0.5, 0.6])) and jm.Model(lambda p, x: x, {"w": jm.Simplex(jnp.array([0.5, 0.6]))})
+
+
+def test_interval_bounds_order():
+    with pytest.raises(ValueError, match="lo must be strictly less than hi"):
+        jm.Interval(1.0, 1.0)
+    with pytest.raises(ValueError, match="lo must be strictly less than hi"):
+        jm.Interval(2.0, 1.0)
+
+
+def test_unknown_method():
+    with pytest.raises(ValueError, match="unknown method 'nelder-mead'.*newton"):
+        jm.fit(normal_model(), X, method="nelder-mead")
+
+
+def test_not_finite_at_start_names_parameters():
+    model = jm.Model(lambda p, x: stats.norm.logpdf(x, jnp.log(p["s"] - 1.0), 1.0), {"s": 0.5})
+    with pytest.raises(ValueError, match=r"not finite at the start values \{'s': 0.5\}"):
+        jm.fit(model, X)
+
+
+def test_nan_in_data_for_fit():
+    with pytest.raises(ValueError, match="NaN or inf.*1 values"):
+        jm.fit(normal_model(), X.at[2].set(jnp.nan))
+
+
+def test_mask_of_wrong_shape():
+    with pytest.raises(ValueError, match="mask has shape"):
+        jm.fit_batch(normal_model(), jnp.ones((3, 4)), mask=jnp.ones((3, 5), bool))
+    with pytest.raises(ValueError, match="mask needs per-observation terms"):
+        jm.fit(jm.Model(lambda p, x: jnp.sum(x) * p["a"] - p["a"] ** 2, {"a": 0.0}), X, mask=jnp.ones(4, bool))
+
+
+def test_empty_data_and_bad_spec():
+    with pytest.raises(ValueError, match="empty"):
+        jm.fit(normal_model(), jnp.array([]))
+    with pytest.raises(TypeError, match="non-empty dict"):
+        jm.Model(lambda p, x: x, [0.0, 1.0])
+    with pytest.raises(TypeError, match="not numeric"):
+        jm.Model(lambda p, x: x, {"a": "one"})
+    with pytest.raises(TypeError, match="jm.Model"):
+        jm.fit(lambda p, x: x, X)
+
+
+def test_init_unknown_name_and_scalar_batch_leaf():
+    with pytest.raises(ValueError, match="unknown parameter 'nu'"):
+        jm.fit(normal_model(), X, init={"nu": 1.0})
+    with pytest.raises(ValueError, match="leading batch axis"):
+        jm.fit_batch(jm.Model(lambda p, d: d["x"] * p["a"], {"a": 0.0}), {"x": jnp.ones((3, 2)), "n": jnp.array(2.0)})
