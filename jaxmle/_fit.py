@@ -180,8 +180,9 @@ def make_solver(model: Model, opt, max_iter: int, gtol: float, ftol: float, n_st
         z = state.z
         params = spec.to_params(z, fixed)
         loglik = model.loglik_sum(params, data, mask)
-        logpost = model.logpost(params, data, mask)
-        H = jax.hessian(neg_total)(z)
+        logpost = loglik if model.log_prior is None else loglik + model.log_prior(params)
+        H = opt.hessian(state)
+        H = jax.hessian(neg_total)(z) if H is None else H * scale
         H = 0.5 * (H + H.T)
         J = jax.jacfwd(lambda zz: spec.natural_flat(zz, fixed))(z)
         eig = jnp.linalg.eigvalsh(H)

@@ -50,8 +50,23 @@ class Optimizer:
     def init_extra(self, z0, g):
         return ()
 
+    def hessian(self, state: OptState):
+        """The objective's Hessian at ``state.z`` if the method already has it, else None."""
+        return None
+
     def step(self, objective, state: OptState, data) -> OptState:  # pragma: no cover
         raise NotImplementedError
+
+
+def value_grad_hessian(objective, z, data):
+    """(f, grad, Hessian) in one forward-over-reverse pass (the gradient rides along)."""
+
+    def grad_aux(zz):
+        f, g = jax.value_and_grad(objective)(zz, data)
+        return g, (f, g)
+
+    H, (f, g) = jax.jacfwd(grad_aux, has_aux=True)(z)
+    return f, g, H
 
 
 def backtracking(objective, data, z, f, g, d, max_steps=40, c1=1e-4, shrink=0.5):
