@@ -11,6 +11,7 @@ from ._model import Model
 from ._params import Fixed, Interval, Positive, Simplex
 from ._result import BatchFitResult, FitResult
 from ._status import ConvergenceWarning, Status
+from .inference import BootstrapResult, LRTResult, bootstrap, lr_test
 
 __version__ = "0.1.0"
 
@@ -27,6 +28,10 @@ __all__ = [
     "BatchFitResult",
     "Status",
     "ConvergenceWarning",
+    "lr_test",
+    "bootstrap",
+    "BootstrapResult",
+    "LRTResult",
     "optimizers",
     "inference",
     "__version__",

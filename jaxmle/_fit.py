@@ -295,7 +295,7 @@ def fit(
     fixed = model.spec.fixed_values(leaves, dtype)
     fn = _compiled(model, opt, max_iter, gtol, ftol, n_static, mask is not None, False)
     out = fn(z0, fixed, data, mask)
-    res = FitResult._from_outputs(model, opt.name, out)
+    res = FitResult._from_outputs(model, opt.name, out)._attach(data, mask, n_terms)
     status = int(res.status)
     if status == Status.NONFINITE and int(res.n_iter) == 0:
         start = {n: np.asarray(v).tolist() for n, v in zip(model.spec.leaf_names, leaves)}
@@ -381,7 +381,7 @@ def fit_batch(
     fixed = model.spec.fixed_values(leaves, dtype)
     fn = _compiled(model, opt, max_iter, gtol, ftol, n_static, mask is not None, True)
     out = fn(z0, fixed, data, mask)
-    return BatchFitResult._from_outputs(model, opt.name, out)
+    return BatchFitResult._from_outputs(model, opt.name, out)._attach(data, mask, n_terms)
 
 
 def pad(arrays, fill=None):

@@ -372,6 +372,18 @@ class ParamSpec:
             ]
         )
 
+    def replace_free(self, leaves, flat):
+        """Leaves with the free ones replaced by slices of a flat natural vector (traceable)."""
+        out, i = [], 0
+        for v, shape, fixed in zip(leaves, self.shapes, self.is_fixed):
+            if fixed:
+                out.append(v)
+            else:
+                size = int(np.prod(shape, dtype=int))
+                out.append(flat[i : i + size].reshape(shape))
+                i += size
+        return out
+
     def flat_to_tree(self, flat, fill=np.nan):
         """A flat vector ordered as ``names`` (last axis) -> dict shaped like params.
 

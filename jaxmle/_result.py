@@ -21,6 +21,13 @@ class _ResultBase:
         self.method = method
         for name in _FIELDS:
             setattr(self, name, fields[name])
+        # The data the fit saw (for the sandwich covariance). Plain attributes, not
+        # pytree children: a result rebuilt by a JAX transform does not carry them.
+        self._data = self._mask = self._n_terms = None
+
+    def _attach(self, data, mask, n_terms):
+        self._data, self._mask, self._n_terms = data, mask, n_terms
+        return self
 
     @classmethod
     def _from_outputs(cls, model, method, out):
@@ -106,6 +113,24 @@ class _ResultBase:
             out[name] = flat[..., i : i + size, :].reshape(lead + shape + (2,))
             i += size
         return out
+
+    @property
+    def cov_robust(self):
+        """Sandwich (HC0) covariance of the free natural-scale parameters."""
+        return _inf.robust_cov(self)
+
+    @property
+    def stderr_robust(self):
+        """Sandwich standard errors shaped like ``params``."""
+        return self.model.spec.flat_to_tree(_inf.flat_stderr(self.cov_robust))
+
+    def derived(self, fn):
+        """(estimate, stderr) of ``fn(params)`` by the delta method.
+
+        Example:
+            >>> est, se = res.derived(lambda p: p["sigma"] / p["mu"])
+        """
+        return _inf.derived(self, fn)
 
     @property
     def aic(self):
@@ -199,7 +224,11 @@ class BatchFitResult(_ResultBase):
         if not -n <= i < n:
             raise IndexError(f"index {i} out of range for a batch of {n} fits")
         children, aux = self.tree_flatten()
-        return FitResult.tree_unflatten(aux, [jax.tree_util.tree_map(lambda a: a[i], c) for c in children])
+        one = FitResult.tree_unflatten(aux, [jax.tree_util.tree_map(lambda a: a[i], c) for c in children])
+        if self._data is not None:
+            take = lambda t: None if t is None else jax.tree_util.tree_map(lambda a: a[i], t)  # noqa: E731
+            one._attach(take(self._data), take(self._mask), self._n_terms)
+        return one
 
     def status_counts(self) -> dict[str, int]:
         codes = np.asarray(self.status)
