@@ -114,68 +114,96 @@ def _tolerances(opt, dtype, tol, ftol):
     return gtol, float(ftol)
 
 
+def minimize(opt, objective, z0, data, max_iter: int, gtol: float, ftol: float):
+    """The driver: one ``lax.while_loop`` of ``opt.step`` with the stopping rule.
+
+    Args:
+        opt: an optimizer following the protocol in ``jaxmle.optimizers``.
+        objective: ``objective(z, data)``, the scalar to minimise.
+        z0: start (flat unconstrained vector).
+
+    Returns:
+        (final OptState, iterations, status code). Under vmap, finished lanes are
+        frozen by while_loop's batching rule at their own final state.
+    """
+
+    def measure(state):
+        gs = jnp.max(jnp.abs(state.grad))
+        fs = jnp.maximum(1.0, jnp.abs(state.f))
+        finite = jnp.isfinite(state.f) & jnp.all(jnp.isfinite(state.grad))
+        return gs, fs, finite
+
+    state0 = opt.init(objective, z0, data)
+    gs, fs, finite = measure(state0)
+    status0 = jnp.where(
+        ~finite, Status.NONFINITE, jnp.where(gs <= gtol * fs, Status.CONVERGED, RUNNING)
+    ).astype(jnp.int32)
+
+    def cond(carry):
+        return carry[2] == RUNNING
+
+    def body(carry):
+        state, it, _ = carry
+        new = opt.step(objective, state, data)
+        it = it + 1
+        gs, fs, finite = measure(new)
+        df = jnp.abs(state.f - new.f)
+        moved = jnp.any(new.z != state.z)
+        floor = (df <= ftol * fs) & (gs <= FLOOR * gtol * fs)
+        conv = (gs <= gtol * fs) | (moved & floor)
+        stuck = new.ls_failed | ~moved
+        status = jnp.where(
+            ~finite,
+            Status.NONFINITE,
+            jnp.where(
+                conv,
+                Status.CONVERGED,
+                jnp.where(
+                    stuck,
+                    jnp.where(gs <= FLOOR * gtol * fs, Status.CONVERGED, Status.LINESEARCH_FAILED),
+                    jnp.where(it >= max_iter, Status.MAX_ITER, RUNNING),
+                ),
+            ),
+        ).astype(jnp.int32)
+        # A non-finite step is not taken: the lane keeps its last finite point.
+        state = jax.tree_util.tree_map(lambda a, b: jnp.where(finite, a, b), new, state)
+        return state, it, status
+
+    return jax.lax.while_loop(cond, body, (state0, jnp.zeros((), jnp.int32), status0))
+
+
+def objective_parts(model: Model, z_dtype, fixed, data, mask, n_static):
+    """(data with masked entries replaced, n_obs, scale, neg_total) for one dataset.
+
+    ``neg_total(z)`` is minus the log-likelihood (plus log-prior); optimizers see
+    ``neg_total / scale`` with scale the number of observations.
+    """
+    spec = model.spec
+    data = substitute_masked(data, mask)
+    if mask is not None:
+        n_obs = jnp.sum(mask).astype(z_dtype)
+    else:
+        n_obs = jnp.asarray(np.nan if n_static is None else n_static, z_dtype)
+    scale = jnp.where(jnp.isfinite(n_obs), jnp.maximum(n_obs, 1.0), 1.0)
+
+    def neg_total(z):
+        return -model.logpost(spec.to_params(z, fixed), data, mask)
+
+    return data, n_obs, scale, neg_total
+
+
 def make_solver(model: Model, opt, max_iter: int, gtol: float, ftol: float, n_static):
     """Build the traceable single-dataset fit: (z0, fixed, data, mask) -> outputs."""
     spec = model.spec
 
     def solve(z0, fixed, data, mask):
-        data = substitute_masked(data, mask)
         dtype = z0.dtype
-        if mask is not None:
-            n_obs = jnp.sum(mask).astype(dtype)
-        else:
-            n_obs = jnp.asarray(np.nan if n_static is None else n_static, dtype)
-        scale = jnp.where(jnp.isfinite(n_obs), jnp.maximum(n_obs, 1.0), 1.0)
-
-        def neg_total(z):
-            return -model.logpost(spec.to_params(z, fixed), data, mask)
+        data, n_obs, scale, neg_total = objective_parts(model, dtype, fixed, data, mask, n_static)
 
         def objective(z, _):
             return neg_total(z) / scale
 
-        def measure(state):
-            gs = jnp.max(jnp.abs(state.grad))
-            fs = jnp.maximum(1.0, jnp.abs(state.f))
-            finite = jnp.isfinite(state.f) & jnp.all(jnp.isfinite(state.grad))
-            return gs, fs, finite
-
-        state0 = opt.init(objective, z0, None)
-        gs, fs, finite = measure(state0)
-        status0 = jnp.where(
-            ~finite, Status.NONFINITE, jnp.where(gs <= gtol * fs, Status.CONVERGED, RUNNING)
-        ).astype(jnp.int32)
-
-        def cond(carry):
-            return carry[2] == RUNNING
-
-        def body(carry):
-            state, it, _ = carry
-            new = opt.step(objective, state, None)
-            it = it + 1
-            gs, fs, finite = measure(new)
-            df = jnp.abs(state.f - new.f)
-            moved = jnp.any(new.z != state.z)
-            floor = (df <= ftol * fs) & (gs <= FLOOR * gtol * fs)
-            conv = (gs <= gtol * fs) | (moved & floor)
-            stuck = new.ls_failed | ~moved
-            status = jnp.where(
-                ~finite,
-                Status.NONFINITE,
-                jnp.where(
-                    conv,
-                    Status.CONVERGED,
-                    jnp.where(
-                        stuck,
-                        jnp.where(gs <= FLOOR * gtol * fs, Status.CONVERGED, Status.LINESEARCH_FAILED),
-                        jnp.where(it >= max_iter, Status.MAX_ITER, RUNNING),
-                    ),
-                ),
-            ).astype(jnp.int32)
-            # A non-finite step is not taken: the lane keeps its last finite point.
-            state = jax.tree_util.tree_map(lambda a, b: jnp.where(finite, a, b), new, state)
-            return state, it, status
-
-        state, n_iter, status = jax.lax.while_loop(cond, body, (state0, jnp.zeros((), jnp.int32), status0))
+        state, n_iter, status = minimize(opt, objective, z0, None, max_iter, gtol, ftol)
 
         z = state.z
         params = spec.to_params(z, fixed)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -94,15 +96,36 @@ class _ResultBase:
 
         Args:
             level: coverage, e.g. 0.95.
-            method: "wald" (estimate +/- z * stderr on the natural scale).
+            method: "wald" (estimate +/- z * stderr on the natural scale) or
+                "profile" (likelihood-ratio inversion with the other parameters
+                re-optimised; asymmetric, respects constraints).
 
         Returns:
             {parameter name: array of shape ``param.shape + (2,)``} holding
-            (lower, upper); batched results add the leading batch axis.
+            (lower, upper); batched results add the leading batch axis. A profile
+            bound that runs into a constraint edge (or infinity) reports the edge,
+            with a warning; ``profile_at_edge`` holds those flags.
         """
-        if method != "wald":
-            raise ValueError(f"unknown conf_int method {method!r}; available: 'wald'")
-        flat = np.asarray(_inf.wald_interval(self.estimate_flat, self.stderr_flat, level))
+        if method == "wald":
+            flat = np.asarray(_inf.wald_interval(self.estimate_flat, self.stderr_flat, level))
+        elif method == "profile":
+            from ._profile import profile_intervals
+
+            flat, edge = profile_intervals(self, level)
+            self.profile_at_edge = self._flat_to_named(edge)
+            if edge.any():
+                hit = [n for i, n in enumerate(self.param_names) if edge[..., i, :].any()]
+                warnings.warn(
+                    f"profile interval of {hit} reaches the constraint edge (or infinity) before "
+                    "the likelihood-ratio threshold: the edge is reported as the bound",
+                    stacklevel=2,
+                )
+        else:
+            raise ValueError(f"unknown conf_int method {method!r}; available: 'wald', 'profile'")
+        return self._flat_to_named(flat)
+
+    def _flat_to_named(self, flat):
+        """(..., m, 2) flat intervals -> {leaf name: (..., *shape, 2)}."""
         spec = self.model.spec
         lead = flat.shape[:-2]
         out, i = {}, 0
