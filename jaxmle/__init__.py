@@ -5,12 +5,13 @@ derives gradients and Hessians, runs compiled optimizers, reports estimates with
 standard errors and intervals, and fits thousands of datasets in one call.
 """
 
-from . import inference, optimizers
+from . import distributions, inference, optimizers
 from ._fit import fit, fit_batch, pad
 from ._model import Model
 from ._params import Fixed, Interval, Positive, Simplex
 from ._result import BatchFitResult, FitResult
 from ._status import ConvergenceWarning, Status
+from .distributions import closed_form, fit_distribution
 from .inference import BootstrapResult, LRTResult, bootstrap, lr_test
 
 __version__ = "0.1.0"
@@ -33,6 +34,9 @@ __all__ = [
     "BootstrapResult",
     "LRTResult",
     "optimizers",
+    "distributions",
+    "closed_form",
+    "fit_distribution",
     "inference",
     "__version__",
 ]

@@ -1,0 +1,122 @@
+"""Distribution fitting against scipy.stats and closed forms; support errors."""
+
+import warnings
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxmle as jm
+
+stats = pytest.importorskip("scipy.stats")
+RNG = np.random.default_rng(42)
+
+# name, sample, scipy fit (returns the log-likelihood at scipy's MLE)
+CONTINUOUS = [
+    ("normal", RNG.normal(3, 2, 200), lambda x: stats.norm.logpdf(x, *stats.norm.fit(x)).sum()),
+    ("exponential", RNG.exponential(2.0, 150), lambda x: stats.expon.logpdf(x, *stats.expon.fit(x, floc=0)).sum()),
+    ("gamma", RNG.gamma(2.5, 0.6, 200), lambda x: stats.gamma.logpdf(x, *stats.gamma.fit(x, floc=0)).sum()),
+    ("beta", RNG.beta(2, 5, 200), lambda x: stats.beta.logpdf(x, *stats.beta.fit(x, floc=0, fscale=1)).sum()),
+    ("lognormal", RNG.lognormal(0.5, 0.8, 200), lambda x: stats.lognorm.logpdf(x, *stats.lognorm.fit(x, floc=0)).sum()),
+    ("weibull", RNG.weibull(1.5, 200) * 2, lambda x: stats.weibull_min.logpdf(x, *stats.weibull_min.fit(x, floc=0)).sum()),
+    ("student_t", RNG.standard_t(4, 300) * 1.5 + 1, lambda x: stats.t.logpdf(x, *stats.t.fit(x)).sum()),
+]
+
+
+@pytest.mark.parametrize("name,x,scipy_ll", CONTINUOUS, ids=[c[0] for c in CONTINUOUS])
+def test_loglik_at_least_scipys(name, x, scipy_ll):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        ref = scipy_ll(x)
+    res = jm.fit_distribution(name, x)
+    assert res.converged
+    assert float(res.loglik) >= ref - 1e-8 * abs(ref)
+    assert np.all(np.isfinite(res.stderr_flat))
+
+
+def test_negative_binomial_vs_scipy_stats_fit():
+    x = RNG.negative_binomial(3, 0.4, 300)
+    res = jm.fit_distribution("negative_binomial", x)
+    ref = stats.fit(stats.nbinom, x, bounds={"n": (0.1, 50), "p": (0.01, 0.99)})
+    ref_ll = stats.nbinom.logpmf(x, ref.params.n, ref.params.p).sum()
+    assert float(res.loglik) >= ref_ll - 1e-8 * abs(ref_ll)
+
+
+@pytest.mark.parametrize("name,x", [
+    ("bernoulli", RNG.binomial(1, 0.3, 100)),
+    ("poisson", RNG.poisson(3.0, 100)),
+    ("exponential", RNG.exponential(2.0, 100)),
+    ("geometric", RNG.geometric(0.3, 100)),
+    ("normal", np.array([240.0, 255.0, 261.0, 248.0, 271.0])),
+    ("lognormal", RNG.lognormal(0.0, 1.0, 80)),
+])
+def test_numerical_fit_equals_closed_form(name, x):
+    res = jm.fit_distribution(name, x)
+    for k, v in jm.closed_form(name, x).items():
+        np.testing.assert_allclose(res.params[k], v, rtol=1e-8)
+
+
+def test_tutorial_closed_forms():
+    np.testing.assert_allclose(jm.closed_form("normal", [240, 255, 261, 248, 271])["sigma"] ** 2, 113.2)
+    np.testing.assert_allclose(jm.closed_form("poisson", [3, 5, 2, 8, 4, 6, 3, 5])["rate"], 4.5)
+    np.testing.assert_allclose(jm.closed_form("bernoulli", [1, 1, 0, 1, 1, 0, 1, 1, 1, 0])["p"], 0.7)
+    np.testing.assert_allclose(jm.closed_form("binomial", [7], fixed={"n": 10})["p"], 0.7)
+    cf = jm.closed_form("uniform", [2.0, 0.5, 3.5])
+    assert float(cf["low"]) == 0.5 and float(cf["high"]) == 3.5
+    mv = jm.closed_form("multivariate_normal", np.array([[0.0, 1.0], [2.0, 3.0], [4.0, 2.0]]))
+    np.testing.assert_allclose(mv["cov"], np.cov(np.array([[0, 2, 4], [1, 3, 2.0]]), bias=True))
+
+
+def test_uniform_returns_boundary_closed_form():
+    x = RNG.uniform(1, 4, 50)
+    res = jm.fit_distribution("uniform", x)
+    assert res.status == jm.Status.AT_BOUNDARY
+    assert float(res.params["low"]) == x.min() and float(res.params["high"]) == x.max()
+    np.testing.assert_allclose(res.loglik, stats.uniform.logpdf(x, x.min(), x.max() - x.min()).sum())
+
+
+def test_binomial_and_categorical():
+    res = jm.fit_distribution("binomial", np.array([7, 5, 8]), fixed={"n": 10})
+    np.testing.assert_allclose(res.params["p"], 20 / 30, rtol=1e-9)
+    np.testing.assert_allclose(res.stderr["p"], np.sqrt((2 / 3) * (1 / 3) / 30), rtol=1e-6)
+    cat = jm.fit_distribution("categorical", np.array([0, 1, 1, 2, 2, 2]))
+    np.testing.assert_allclose(cat.params["probs"], [1 / 6, 2 / 6, 3 / 6], rtol=1e-8)
+    with pytest.raises(ValueError, match="fixed=\\{'n': N\\}"):
+        jm.fit_distribution("binomial", np.array([1, 2]))
+
+
+def test_fixed_parameter():
+    x = RNG.normal(1.0, 2.0, 100)
+    res = jm.fit_distribution("normal", x, fixed={"mu": 0.0})
+    np.testing.assert_allclose(res.params["sigma"], np.sqrt(np.mean(x**2)), rtol=1e-8)
+    assert res.param_names == ["sigma"]
+
+
+def test_batched_fit_distribution_equals_single():
+    xs = RNG.gamma(2.0, 1.0, (20, 40))
+    batch = jm.fit_distribution("gamma", xs, batch=True)
+    assert batch.converged.all()
+    one = jm.fit_distribution("gamma", xs[7])
+    np.testing.assert_allclose(batch.params["shape"][7], one.params["shape"], rtol=1e-7)
+    np.testing.assert_allclose(batch.stderr["rate"][7], one.stderr["rate"], rtol=1e-6)
+
+
+def test_support_errors_name_count_and_positions():
+    with pytest.raises(ValueError, match=r"non-negative integers: 2 value\(s\).*positions \[1, 3\]"):
+        jm.fit_distribution("poisson", np.array([1, -2, 3, 2.5]))
+    with pytest.raises(ValueError, match="strictly between 0 and 1: 1 value"):
+        jm.fit_distribution("beta", np.array([0.2, 1.0, 0.5]))
+    with pytest.raises(ValueError, match="integers in 0..K-1"):
+        jm.fit_distribution("categorical", np.array([0, 1.5, 2]))
+    with pytest.raises(ValueError, match="unknown distribution 'gauss'; known: bernoulli"):
+        jm.fit_distribution("gauss", np.array([1.0]))
+    with pytest.raises(ValueError, match="no data"):
+        jm.fit_distribution("normal", np.array([]))
+
+
+def test_logpdf_helper_matches_scipy():
+    x = jnp.array([0.5, 1.5, 2.5])
+    np.testing.assert_allclose(jm.distributions.logpdf("weibull", {"shape": 1.5, "scale": 2.0}, x),
+                               stats.weibull_min.logpdf(np.asarray(x), 1.5, scale=2.0), rtol=1e-12)
+    np.testing.assert_allclose(jm.distributions.logpdf("lognormal", {"mu": 0.3, "sigma": 0.7}, x),
+                               stats.lognorm.logpdf(np.asarray(x), 0.7, scale=np.exp(0.3)), rtol=1e-12)
