@@ -5,7 +5,7 @@ derives gradients and Hessians, runs compiled optimizers, reports estimates with
 standard errors and intervals, and fits thousands of datasets in one call.
 """
 
-from . import distributions, inference, optimizers
+from . import distributions, inference, models, optimizers
 from ._fit import fit, fit_batch, pad
 from ._model import Model
 from ._params import Fixed, Interval, Positive, Simplex
@@ -35,6 +35,7 @@ __all__ = [
     "LRTResult",
     "optimizers",
     "distributions",
+    "models",
     "closed_form",
     "fit_distribution",
     "inference",

@@ -309,6 +309,8 @@ def fit(
     data, dtype, opt, max_iter, gtol, ftol = _prepare(
         model, data, method, max_iter, tol, ftol, "raise", mask, None
     )
+    if model.validate is not None:
+        model.validate(data, False)
     mask = _check_mask(mask, data, None)
     bad = _nonfinite_report(data, mask)
     if bad:
@@ -391,6 +393,8 @@ def fit_batch(
     data, dtype, opt, max_iter, gtol, ftol = _prepare(
         model, data, method, max_iter, tol, ftol, nan_policy, mask, True
     )
+    if model.validate is not None:
+        model.validate(data, True)
     B = _batch_size(data)
     mask = _check_mask(mask, data, B)
     if nan_policy == "raise":

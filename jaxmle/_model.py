@@ -37,6 +37,8 @@ class Model:
             ``jm.Interval``, ``jm.Simplex``, ``jm.Fixed``); nested dicts allowed.
         log_prior: optional ``log_prior(params)``; the fit is then a MAP estimate.
         name: a label for summaries.
+        validate: optional ``validate(data, batched)`` raising ValueError for data
+            the log-density cannot use (ready models check keys and shapes).
 
     Example:
         >>> def loglik(p, x):
@@ -50,6 +52,7 @@ class Model:
         spec: dict,
         log_prior: Callable[[Any], jax.Array] | None = None,
         name: str | None = None,
+        validate: Callable[[Any, bool], None] | None = None,
     ):
         if not callable(loglik):
             raise TypeError("loglik must be a function loglik(params, data)")
@@ -59,6 +62,7 @@ class Model:
         self.spec = ParamSpec(spec)
         self.log_prior = log_prior
         self.name = name or getattr(loglik, "__name__", "model")
+        self.validate = validate
         self._compiled: dict = {}
         self._checked: dict = {}
 

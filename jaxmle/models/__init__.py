@@ -1,0 +1,5 @@
+"""Ready models: each a plain ``jm.Model`` usable with fit, fit_batch and the inference tools."""
+
+from .regression import linear, logistic, poisson, probit, softmax
+
+__all__ = ["linear", "logistic", "probit", "poisson", "softmax"]

@@ -1,0 +1,107 @@
+"""Ready regression models against statsmodels on its bundled datasets."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxmle as jm
+
+sm = pytest.importorskip("statsmodels.api")
+
+
+def _data(X, y, **extra):
+    d = {"X": jnp.asarray(np.asarray(X, float)), "y": jnp.asarray(np.asarray(y, float))}
+    d.update({k: jnp.asarray(np.asarray(v, float)) for k, v in extra.items()})
+    return d
+
+
+@pytest.fixture(scope="module")
+def spector():
+    ds = sm.datasets.spector.load_pandas()
+    return sm.add_constant(ds.exog, prepend=True).to_numpy(), ds.endog.to_numpy()
+
+
+@pytest.mark.parametrize("name,ref_cls", [("logistic", "Logit"), ("probit", "Probit")])
+def test_binary_models_vs_statsmodels_spector(spector, name, ref_cls):
+    X, y = spector
+    res = jm.fit(getattr(jm.models, name)(X.shape[1]), _data(X, y))
+    ref = getattr(sm, ref_cls)(y, X).fit(disp=0, tol=1e-12)
+    assert res.converged
+    np.testing.assert_allclose(res.params["beta"], ref.params, rtol=1e-6)
+    np.testing.assert_allclose(res.stderr["beta"], ref.bse, rtol=1e-5)
+    np.testing.assert_allclose(res.loglik, ref.llf, rtol=1e-10)
+
+
+def test_poisson_vs_statsmodels_randhie():
+    ds = sm.datasets.randhie.load_pandas()
+    X = sm.add_constant(ds.exog, prepend=True).to_numpy()
+    y = ds.endog.to_numpy()
+    res = jm.fit(jm.models.poisson(X.shape[1]), _data(X, y))
+    ref = sm.Poisson(y, X).fit(disp=0, tol=1e-12)
+    assert res.converged
+    np.testing.assert_allclose(res.params["beta"], ref.params, rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(res.stderr["beta"], ref.bse, rtol=1e-5)
+    np.testing.assert_allclose(res.loglik, ref.llf, rtol=1e-10)
+
+
+def test_poisson_offset_vs_statsmodels():
+    rng = np.random.default_rng(0)
+    X = np.column_stack([np.ones(400), rng.normal(size=400)])
+    exposure = rng.uniform(0.5, 3.0, 400)
+    y = rng.poisson(exposure * np.exp(0.2 + 0.5 * X[:, 1]))
+    res = jm.fit(jm.models.poisson(2), _data(X, y, offset=np.log(exposure)))
+    ref = sm.Poisson(y, X, offset=np.log(exposure)).fit(disp=0, tol=1e-12)
+    np.testing.assert_allclose(res.params["beta"], ref.params, rtol=1e-7)
+    np.testing.assert_allclose(res.stderr["beta"], ref.bse, rtol=1e-5)
+
+
+def test_softmax_vs_statsmodels_mnlogit_anes96():
+    ds = sm.datasets.anes96.load_pandas()
+    X = sm.add_constant(ds.exog, prepend=True).to_numpy()
+    y = ds.endog.to_numpy().astype(int)
+    C = int(y.max()) + 1
+    res = jm.fit(jm.models.softmax(X.shape[1], C), {"X": jnp.asarray(X), "y": jnp.asarray(y)})
+    ref = sm.MNLogit(y, X).fit(disp=0, method="newton", tol=1e-12, maxiter=100)
+    assert res.converged
+    np.testing.assert_allclose(res.params["beta"], ref.params, rtol=1e-5, atol=1e-8)
+    np.testing.assert_allclose(res.stderr["beta"], ref.bse, rtol=1e-4)
+    np.testing.assert_allclose(res.loglik, ref.llf, rtol=1e-10)
+
+
+def test_linear_is_ols_with_mle_variance():
+    rng = np.random.default_rng(1)
+    X = np.column_stack([np.ones(120), rng.normal(size=(120, 2))])
+    y = X @ np.array([1.0, -2.0, 0.5]) + rng.normal(0, 1.5, 120)
+    res = jm.fit(jm.models.linear(3), _data(X, y))
+    ols = sm.OLS(y, X).fit()
+    n, k = X.shape
+    np.testing.assert_allclose(res.params["beta"], ols.params, rtol=1e-9)
+    np.testing.assert_allclose(res.params["sigma"] ** 2, ols.ssr / n, rtol=1e-9)
+    # MLE standard errors use the divisor n where OLS uses n - k.
+    np.testing.assert_allclose(res.stderr["beta"], ols.bse * np.sqrt((n - k) / n), rtol=1e-6)
+    np.testing.assert_allclose(res.loglik, ols.llf, rtol=1e-10)
+
+
+def test_models_batch_and_inference():
+    rng = np.random.default_rng(2)
+    X = np.concatenate([np.ones((10, 80, 1)), rng.normal(size=(10, 80, 1))], axis=2)
+    y = (rng.uniform(size=(10, 80)) < 1 / (1 + np.exp(-X @ np.array([0.2, 1.0])))).astype(float)
+    model = jm.models.logistic(2)
+    batch = jm.fit_batch(model, _data(X, y))
+    assert batch.converged.all()
+    one = jm.fit(model, _data(X[4], y[4]))
+    np.testing.assert_allclose(batch.params["beta"][4], one.params["beta"], rtol=1e-9)
+    np.testing.assert_allclose(batch.stderr_robust["beta"][4], one.stderr_robust["beta"], rtol=1e-8)
+
+
+def test_model_data_errors():
+    model = jm.models.logistic(3)
+    with pytest.raises(ValueError, match=r"keys \['X', 'y'\]"):
+        jm.fit(model, {"X": jnp.ones((5, 3))})
+    with pytest.raises(ValueError, match="X has shape .* k=3"):
+        jm.fit(model, {"X": jnp.ones((5, 2)), "y": jnp.ones(5)})
+    with pytest.raises(ValueError, match="y has shape"):
+        jm.fit(model, {"X": jnp.ones((5, 3)), "y": jnp.ones(4)})
+    with pytest.raises(ValueError, match="positive int"):
+        jm.models.linear(0)
