@@ -105,3 +105,35 @@ def test_model_data_errors():
         jm.fit(model, {"X": jnp.ones((5, 3)), "y": jnp.ones(4)})
     with pytest.raises(ValueError, match="positive int"):
         jm.models.linear(0)
+
+
+def test_gaussian_prior_equals_explicit_l2_penalty():
+    # The tutorial's claim: a N(0, tau^2) prior is L2 regularisation with lambda = 1/(2 tau^2).
+    rng = np.random.default_rng(3)
+    X = np.column_stack([np.ones(30), rng.normal(size=(30, 3))])
+    y = (rng.uniform(size=30) < 1 / (1 + np.exp(-X @ np.array([0.5, 2.0, -1.0, 0.0])))).astype(float)
+    data = _data(X, y)
+    tau = 0.7
+    base = jm.models.logistic(4)
+    map_model = jm.Model(base.loglik, {"beta": jnp.zeros(4)}, log_prior=jm.priors.gaussian(tau))
+    lam = 1 / (2 * tau**2)
+
+    def penalised(p, d):
+        return jnp.sum(base.loglik(p, d)) - lam * jnp.sum(p["beta"] ** 2)
+
+    got = jm.fit(map_model, data)
+    want = jm.fit(jm.Model(penalised, {"beta": jnp.zeros(4)}), data)
+    assert got.is_map and "MAP" in got.summary()
+    np.testing.assert_allclose(got.params["beta"], want.params["beta"], rtol=1e-9)
+    mle = jm.fit(base, data)
+    assert np.linalg.norm(got.params["beta"]) < np.linalg.norm(mle.params["beta"])   # shrinkage
+
+
+def test_laplace_prior_matches_statsmodels_l1_when_no_coefficient_is_zeroed(spector):
+    X, y = spector
+    b = 20.0   # weak prior: every coefficient stays away from the kink at 0
+    model = jm.Model(jm.models.logistic(4).loglik, {"beta": jnp.zeros(4)},
+                     log_prior=jm.priors.laplace(b, params=["beta"]))
+    got = jm.fit(model, _data(X, y))
+    ref = sm.Logit(y, X).fit_regularized(method="l1", alpha=1 / b, disp=0, acc=1e-12, trim_mode="off")
+    np.testing.assert_allclose(got.params["beta"], ref.params, rtol=1e-5)
