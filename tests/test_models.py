@@ -137,3 +137,22 @@ def test_laplace_prior_matches_statsmodels_l1_when_no_coefficient_is_zeroed(spec
     got = jm.fit(model, _data(X, y))
     ref = sm.Logit(y, X).fit_regularized(method="l1", alpha=1 / b, disp=0, acc=1e-12, trim_mode="off")
     np.testing.assert_allclose(got.params["beta"], ref.params, rtol=1e-5)
+
+
+@pytest.mark.parametrize("ties", ["breslow", "efron"])
+def test_cox_vs_statsmodels_phreg(ties):
+    rng = np.random.default_rng(4)
+    n = 300
+    X = rng.normal(size=(n, 3))
+    t_event = rng.exponential(1.0 / np.exp(X @ np.array([0.5, -0.8, 0.3])))
+    t_cens = rng.exponential(1.5, n)
+    time = np.round(np.minimum(t_event, t_cens), 1) + 0.1   # rounding makes many ties
+    event = (t_event <= t_cens).astype(float)
+    data = {"X": jnp.asarray(X), "time": jnp.asarray(time), "event": jnp.asarray(event)}
+    res = jm.fit(jm.models.cox(3, ties=ties), data)
+    ref = sm.PHReg(time, X, status=event, ties=ties).fit()
+    assert res.converged
+    assert len(np.unique(time[event == 1])) < event.sum()   # the data do have tied events
+    np.testing.assert_allclose(res.params["beta"], ref.params, rtol=1e-6)
+    np.testing.assert_allclose(res.stderr["beta"], ref.bse, rtol=1e-5)
+    np.testing.assert_allclose(res.loglik, ref.llf, rtol=1e-10)

@@ -1,5 +1,6 @@
 """Ready models: each a plain ``jm.Model`` usable with fit, fit_batch and the inference tools."""
 
 from .regression import linear, logistic, poisson, probit, softmax
+from .survival import cox
 
-__all__ = ["linear", "logistic", "probit", "poisson", "softmax"]
+__all__ = ["linear", "logistic", "probit", "poisson", "softmax", "cox"]
