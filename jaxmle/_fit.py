@@ -203,7 +203,8 @@ def make_solver(model: Model, opt, max_iter: int, gtol: float, ftol: float, n_st
         def objective(z, _):
             return neg_total(z) / scale
 
-        state, n_iter, status = minimize(opt, objective, z0, None, max_iter, gtol, ftol)
+        bundle = _opt.FitData(fixed, data, mask)
+        state, n_iter, status = minimize(opt, objective, z0, bundle, max_iter, gtol, ftol)
 
         z = state.z
         params = spec.to_params(z, fixed)
@@ -264,7 +265,7 @@ def _prepare(model, data, method, max_iter, tol, ftol, nan_policy, mask, batch):
         raise ValueError(f"nan_policy must be one of {_NAN_POLICIES}, got {nan_policy!r}")
     data = _as_arrays(data)
     dtype = _float_dtype(data)
-    opt = _opt.resolve(method, model.n_free)
+    opt = _opt.resolve(method, model.n_free, model)
     if max_iter is None:
         max_iter = opt.default_max_iter
     if int(max_iter) < 1:
@@ -283,6 +284,8 @@ def fit(
     ftol: float | None = None,
     mask=None,
     warn: bool = True,
+    n_starts: int = 1,
+    key=None,
 ) -> FitResult:
     """Maximise the model's log-likelihood on one dataset.
 
@@ -298,6 +301,11 @@ def fit(
         ftol: relative objective-change tolerance (default 4 ulps).
         mask: optional boolean vector, True for observations to use.
         warn: warn (``jm.ConvergenceWarning``) when the fit did not converge.
+        n_starts: with more than 1, run that many starts as one batch (the first
+            from the spec/``init``, the others from the model's ``init_fn`` or
+            jittered start values) and keep the best; ``res.starts`` reports how
+            many converged and how many reached the best optimum.
+        key: ``jax.random.key`` for the random starts (default key 0).
 
     Returns:
         A ``FitResult``.
@@ -306,6 +314,8 @@ def fit(
         >>> res = jm.fit(model, jnp.array([240., 255., 261., 248., 271.]))
         >>> res.params["mu"]   # 255.0
     """
+    if int(n_starts) > 1:
+        return _multistart(model, data, method, init, max_iter, tol, ftol, mask, warn, int(n_starts), key)
     data, dtype, opt, max_iter, gtol, ftol = _prepare(
         model, data, method, max_iter, tol, ftol, "raise", mask, None
     )
@@ -335,6 +345,47 @@ def fit(
         )
     if warn and status != Status.CONVERGED:
         warnings.warn(f"fit status {Status(status).name}: {message(status)}", ConvergenceWarning, stacklevel=2)
+    return res
+
+
+def _multistart(model, data, method, init, max_iter, tol, ftol, mask, warn, n_starts, key):
+    """Run n_starts fits of one dataset as a batch and keep the best (see ``fit``)."""
+    data = _as_arrays(data)
+    if model.validate is not None:
+        model.validate(data, False)
+    key = jax.random.key(0) if key is None else key
+    dtype = _float_dtype(data)
+    base = model.spec.natural_leaves(init)
+    keys = jax.random.split(key, n_starts - 1)
+    if model.init_fn is not None:
+        drawn = jax.vmap(model.init_fn, in_axes=(0, None))(keys, data)
+        drawn = model.spec.treedef.flatten_up_to(drawn)
+    else:
+        z0 = model.spec.to_z(base, dtype)
+        fixed = model.spec.fixed_values(base, dtype)
+        zs = z0 + jax.random.normal(keys[0], (n_starts - 1,) + z0.shape, dtype)
+        drawn = jax.vmap(lambda z: model.spec.to_leaves(z, fixed))(zs)
+    starts = {}
+    for name, b, d in zip(model.spec.leaf_names, base, drawn):
+        starts[name] = np.concatenate([np.asarray(b)[None], np.asarray(d)], axis=0)
+    init_tree = jax.tree_util.tree_unflatten(
+        jax.tree_util.tree_structure(model.spec.unflatten(base)), [starts[n] for n in model.spec.leaf_names]
+    )
+    reps = jax.tree_util.tree_map(lambda a: jnp.broadcast_to(a, (n_starts,) + a.shape), data)
+    rmask = None if mask is None else jnp.broadcast_to(jnp.asarray(mask), (n_starts,) + jnp.shape(mask))
+    batch = fit_batch(model, reps, method=method, init=init_tree, max_iter=max_iter, tol=tol, ftol=ftol, mask=rmask)
+    status = np.asarray(batch.status)
+    lp = np.where(np.isfinite(np.asarray(batch.logpost)), np.asarray(batch.logpost), -np.inf)
+    usable = (status == Status.CONVERGED) | (status == Status.AT_BOUNDARY) | (status == Status.HESSIAN_NOT_PD)
+    pool = np.where(usable, lp, -np.inf) if usable.any() else lp
+    best = int(np.argmax(pool))
+    at_best = usable & (np.abs(lp - lp[best]) <= 1e-6 * max(1.0, abs(lp[best])))
+    res = batch[best]._attach(data, None if mask is None else jnp.asarray(mask), batch._n_terms)
+    res.starts = {"n": n_starts, "converged": int((status == Status.CONVERGED).sum()),
+                  "at_best": int(at_best.sum()), "best": best}
+    code = int(res.status)
+    if warn and code != Status.CONVERGED:
+        warnings.warn(f"fit status {Status(code).name}: {message(code)}", ConvergenceWarning, stacklevel=3)
     return res
 
 

@@ -39,6 +39,9 @@ class Model:
         name: a label for summaries.
         validate: optional ``validate(data, batched)`` raising ValueError for data
             the log-density cannot use (ready models check keys and shapes).
+        em_step: optional ``em_step(params, data, mask) -> params`` enabling method="em".
+        init_fn: optional ``init_fn(key, data) -> params`` drawing random start values
+            for ``fit(..., n_starts=...)`` (default: jitter the spec's start).
 
     Example:
         >>> def loglik(p, x):
@@ -53,6 +56,8 @@ class Model:
         log_prior: Callable[[Any], jax.Array] | None = None,
         name: str | None = None,
         validate: Callable[[Any, bool], None] | None = None,
+        em_step: Callable | None = None,
+        init_fn: Callable | None = None,
     ):
         if not callable(loglik):
             raise TypeError("loglik must be a function loglik(params, data)")
@@ -63,6 +68,8 @@ class Model:
         self.log_prior = log_prior
         self.name = name or getattr(loglik, "__name__", "model")
         self.validate = validate
+        self.em_step = em_step
+        self.init_fn = init_fn
         self._compiled: dict = {}
         self._checked: dict = {}
 

@@ -169,12 +169,16 @@ class _ResultBase:
 
 
 def _fmt(x, width=11):
+    """A right-aligned number cell that always keeps a leading space as separator."""
     x = float(x)
+    w = width - 1
     if not np.isfinite(x):
-        return f"{'nan' if np.isnan(x) else ('inf' if x > 0 else '-inf'):>{width}}"
-    if x != 0 and (abs(x) >= 1e6 or abs(x) < 1e-4):
-        return f"{x:>{width}.4e}"
-    return f"{x:>{width}.5g}"
+        text = "nan" if np.isnan(x) else ("inf" if x > 0 else "-inf")
+    elif x != 0 and (abs(x) >= 1e6 or abs(x) < 1e-4):
+        text = f"{x:.3e}"
+    else:
+        text = f"{x:.5g}"
+    return " " + f"{text:>{w}}"
 
 
 @jax.tree_util.register_pytree_node_class
@@ -197,7 +201,7 @@ class FitResult(_ResultBase):
         kind = "MAP estimate" if self.is_map else "Maximum likelihood"
         lines = [
             f"{kind}: {self.model.name}    method: {self.method}    status: {status.name}",
-            f"n_obs: {_fmt(self.n_obs, 0).strip()}    loglik: {float(self.loglik):.6g}    "
+            f"n_obs: {float(self.n_obs):g}    loglik: {float(self.loglik):.6g}    "
             f"AIC: {float(self.aic):.6g}    BIC: {float(self.bic):.6g}    "
             f"iterations: {int(self.n_iter)}",
             f"max |gradient|: {float(self.grad_norm):.3g}    "

@@ -1,6 +1,7 @@
 """Ready models: each a plain ``jm.Model`` usable with fit, fit_batch and the inference tools."""
 
 from .regression import linear, logistic, poisson, probit, softmax
+from .mixture import gaussian_mixture
 from .survival import cox
 
-__all__ = ["linear", "logistic", "probit", "poisson", "softmax", "cox"]
+__all__ = ["linear", "logistic", "probit", "poisson", "softmax", "cox", "gaussian_mixture"]

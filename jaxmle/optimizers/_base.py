@@ -18,6 +18,18 @@ import jax
 import jax.numpy as jnp
 
 
+class FitData(NamedTuple):
+    """What the driver passes as ``data`` to ``objective``, ``init`` and ``step``.
+
+    Gradient-based methods only hand it on to the objective; EM reads it to run
+    the model's own update.
+    """
+
+    fixed: Any
+    data: Any
+    mask: Any
+
+
 class OptState(NamedTuple):
     """What every optimizer carries: the point, its objective and gradient.
 

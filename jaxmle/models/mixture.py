@@ -1,0 +1,91 @@
+"""Gaussian mixture models, fitted by EM (method="em") or any gradient method."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from jax.scipy import stats
+from jax.scipy.special import logsumexp
+
+from .._model import Model
+from .._params import Positive, Simplex
+
+
+def _as_matrix(x):
+    return x[:, None] if x.ndim == 1 else x
+
+
+def gaussian_mixture(n_components: int, dim: int | None = None) -> Model:
+    """Mixture of Gaussians with diagonal covariances; data ``{"x": (n,)}`` or ``{"x": (n, dim)}``.
+
+    Params: ``weights`` (simplex, K), ``means`` and ``scales`` ((K,) in 1-D, (K, dim)
+    otherwise; scales are standard deviations). Mixtures are multimodal and their
+    labels interchangeable: fit with ``n_starts`` (random data points as starting
+    means, run as one batch, best kept) and compare by log-likelihood, not labels.
+
+    Args:
+        n_components: K >= 1.
+        dim: None for 1-D data, else the dimension of each observation.
+
+    Example:
+        >>> res = jm.fit(jm.models.gaussian_mixture(2), {"x": x}, method="em", n_starts=10)
+    """
+    if not isinstance(n_components, int) or n_components < 1:
+        raise ValueError(f"n_components must be a positive int, got {n_components!r}")
+    if dim is not None and (not isinstance(dim, int) or dim < 1):
+        raise ValueError(f"dim must be None (1-D data) or a positive int, got {dim!r}")
+    K = n_components
+    shape = (K,) if dim is None else (K, dim)
+
+    def component_logpdf(p, X):
+        means = p["means"].reshape(K, -1)
+        scales = p["scales"].reshape(K, -1)
+        comp = jnp.sum(stats.norm.logpdf(X[:, None, :], means[None], scales[None]), axis=-1)
+        return jnp.log(p["weights"])[None, :] + comp              # (n, K)
+
+    def loglik(p, d):
+        return logsumexp(component_logpdf(p, _as_matrix(d["x"])), axis=1)
+
+    def em_step(p, d, mask):
+        X = _as_matrix(d["x"])
+        r = jax.nn.softmax(component_logpdf(p, X), axis=1)
+        if mask is not None:
+            r = r * mask[:, None]
+        nk = jnp.sum(r, axis=0)
+        safe = jnp.maximum(nk, jnp.finfo(X.dtype).tiny)
+        means = (r.T @ X) / safe[:, None]
+        var = jnp.einsum("nk,nkd->kd", r, (X[:, None, :] - means[None]) ** 2) / safe[:, None]
+        scales = jnp.sqrt(jnp.maximum(var, jnp.finfo(X.dtype).tiny))
+        return {"weights": nk / jnp.sum(nk), "means": means.reshape(shape), "scales": scales.reshape(shape)}
+
+    def init_fn(key, d):
+        X = _as_matrix(d["x"])
+        idx = jax.random.choice(key, X.shape[0], (K,), replace=False)
+        spread = jnp.std(X, axis=0)
+        return {
+            "weights": jnp.full((K,), 1.0 / K, X.dtype),
+            "means": X[idx].reshape(shape),
+            "scales": jnp.broadcast_to(spread, (K, X.shape[1])).reshape(shape),
+        }
+
+    def validate(data, batched):
+        if not isinstance(data, dict) or set(data) != {"x"}:
+            raise ValueError("gaussian_mixture needs data as {'x': array}")
+        want = 1 + (dim is not None) + batched
+        if data["x"].ndim != want or (dim is not None and data["x"].shape[-1] != dim):
+            raise ValueError(
+                f"x has shape {data['x'].shape}; expected {'(B, ' if batched else '('}n"
+                f"{'' if dim is None else f', {dim}'}) for this mixture"
+            )
+
+    spec = {
+        "weights": Simplex(jnp.full((K,), 1.0 / K)) if K > 1 else None,
+        "means": jnp.linspace(-1.0, 1.0, K).reshape((K,) + (() if dim is None else (1,))) * jnp.ones(shape),
+        "scales": Positive(jnp.ones(shape)),
+    }
+    if K == 1:
+        from .._params import Fixed
+
+        spec["weights"] = Fixed(jnp.ones(1))
+    return Model(loglik, spec, name=f"gaussian_mixture_{K}", validate=validate,
+                 em_step=em_step, init_fn=init_fn)
