@@ -224,9 +224,19 @@ def make_solver(model: Model, opt, max_iter: int, gtol: float, ftol: float, n_st
         se = jnp.sqrt(jnp.diagonal(cov))
         edge = spec.edge_distance_flat(z, fixed)
         at_edge = jnp.any((edge <= 0) | (edge <= 1e-3 * se))
+        # Ray probe: an interior optimum rises again past itself along the path the
+        # fit travelled; a likelihood whose supremum lies at infinity (complete
+        # separation, a mixture component collapsing) keeps improving along it.
+        # Probing near (0.1x) and far (1x) keeps a far point in another basin of a
+        # multimodal likelihood from passing for a runaway.
+        slack = 8 * eps * jnp.maximum(jnp.abs(state.f), jnp.finfo(dtype).tiny)
+        runaway = (objective(z + 0.1 * (z - z0), bundle) < state.f - slack) & (
+            objective(z + (z - z0), bundle) < state.f - slack
+        )
         status = jnp.where(
             status == Status.CONVERGED,
-            jnp.where(at_edge, Status.AT_BOUNDARY, jnp.where(pd, Status.CONVERGED, Status.HESSIAN_NOT_PD)),
+            jnp.where(at_edge | runaway, Status.AT_BOUNDARY,
+                      jnp.where(pd, Status.CONVERGED, Status.HESSIAN_NOT_PD)),
             status,
         ).astype(jnp.int32)
         return {

@@ -35,8 +35,9 @@ MESSAGES = {
     "(objective too flat or too rough at the last point)",
     Status.HESSIAN_NOT_PD: "optimum found but the information matrix is not positive "
     "definite: standard errors are NaN (a parameter may be unidentified)",
-    Status.AT_BOUNDARY: "a parameter sits at the edge of its constraint: Wald standard "
-    "errors are not valid there",
+    Status.AT_BOUNDARY: "the maximum is on the edge of the parameter space: a parameter sits "
+    "at its constraint's edge, or the likelihood keeps increasing towards infinity (e.g. "
+    "complete separation); Wald standard errors are not valid there",
 }
 
 

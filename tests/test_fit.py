@@ -183,3 +183,15 @@ def test_map_with_log_prior_is_flagged():
     # Conjugate normal: posterior mode = sum(x) / (n + 1).
     np.testing.assert_allclose(res.params["mu"], 7.0 / 4.0, rtol=1e-9)
     assert res.is_map and "MAP" in res.summary()
+
+
+def test_complete_separation_is_not_reported_as_converged():
+    # The tutorial's three credit applicants are perfectly separated by income:
+    # the likelihood increases without bound along a ray, so there is no finite MLE.
+    data = {"X": jnp.array([[1.0, 50.0], [1.0, 80.0], [1.0, 40.0]]), "y": jnp.array([1.0, 0.0, 1.0])}
+    model = jm.models.logistic(2)
+    np.testing.assert_allclose(model.loglik_sum({"beta": jnp.array([-4.0, 0.06])}, data), -4.266, atol=5e-3)
+    for method in SECOND_ORDER:
+        with pytest.warns(jm.ConvergenceWarning, match="AT_BOUNDARY"):
+            res = jm.fit(model, data, method=method)
+        assert res.status == jm.Status.AT_BOUNDARY
