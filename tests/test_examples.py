@@ -1,0 +1,32 @@
+"""Every example runs and prints what its story promises."""
+
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+EXAMPLES = pathlib.Path(__file__).resolve().parent.parent / "examples"
+
+EXPECT = {
+    "coin.py": ["p_hat = 0.7000"],
+    "reaction_times.py": ["mu_hat = 255.0 ms", "sigma_hat^2 = 113.2"],
+    "call_centre.py": ["rate = 4.500 calls/hour"],
+    "credit_default.py": ["-4.268", "AT_BOUNDARY", "odds ratio"],
+    "star_counts.py": ["fitted 5,000 stars", "CONVERGED"],
+    "mixture.py": ["em", "newton", "adam", "random starts as one batch"],
+    "map_vs_mle.py": ["MLE", "MAP"],
+    "survival.py": ["ties = breslow", "ties = efron", "hazard ratios"],
+}
+
+
+def test_every_example_is_covered():
+    assert sorted(p.name for p in EXAMPLES.glob("*.py")) == sorted(EXPECT)
+
+
+@pytest.mark.parametrize("name", sorted(EXPECT))
+def test_example_runs(name):
+    out = subprocess.run([sys.executable, str(EXAMPLES / name)], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    for text in EXPECT[name]:
+        assert text in out.stdout, f"{text!r} missing from {name} output:\n{out.stdout[-1500:]}"
