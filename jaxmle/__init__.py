@@ -8,7 +8,7 @@ standard errors and intervals, and fits thousands of datasets in one call.
 from . import distributions, inference, models, optimizers, priors
 from ._fit import fit, fit_batch, pad
 from ._model import Model
-from ._params import Fixed, Interval, Positive, Simplex
+from ._params import Fixed, Interval, Positive, PositiveDefinite, Simplex
 from ._result import BatchFitResult, FitResult
 from ._status import ConvergenceWarning, Status
 from .distributions import closed_form, fit_distribution
@@ -21,6 +21,7 @@ __all__ = [
     "Positive",
     "Interval",
     "Simplex",
+    "PositiveDefinite",
     "Fixed",
     "fit",
     "fit_batch",

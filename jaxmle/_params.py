@@ -190,6 +190,57 @@ class Simplex(Constraint):
         return f"Simplex({self.init!r})"
 
 
+class PositiveDefinite(Constraint):
+    """A symmetric positive-definite matrix (e.g. a covariance), optimised through its
+    Cholesky factor: the lower triangle with a log-transformed diagonal.
+
+    Leaves of shape (..., d, d) hold a stack of matrices. The natural elements are all
+    d*d entries, so their covariance block is singular (the matrix is symmetric);
+    profile intervals are not defined for them.
+
+    Example:
+        >>> jm.PositiveDefinite(jnp.eye(2))
+    """
+
+    def __init__(self, init):
+        self.init = init
+
+    def n_free(self, shape):
+        if len(shape) < 2 or shape[-1] != shape[-2]:
+            return -1
+        d = shape[-1]
+        return int(np.prod(shape[:-2], dtype=int)) * d * (d + 1) // 2
+
+    def forward(self, z, shape):
+        d = shape[-1]
+        rows, cols = np.tril_indices(d)
+        z = z.reshape(shape[:-2] + (len(rows),))
+        L = jnp.zeros(shape, z.dtype).at[..., rows, cols].set(z)
+        diag = jnp.arange(d)
+        L = L.at[..., diag, diag].set(jnp.exp(L[..., diag, diag]))
+        return L @ jnp.swapaxes(L, -1, -2)
+
+    def inverse(self, x):
+        d = x.shape[-1]
+        L = jnp.linalg.cholesky(x)
+        diag = jnp.arange(d)
+        L = L.at[..., diag, diag].set(jnp.log(L[..., diag, diag]))
+        rows, cols = np.tril_indices(d)
+        return jnp.ravel(L[..., rows, cols])
+
+    def violation(self, x):
+        if x.ndim < 2 or x.shape[-1] != x.shape[-2]:
+            return "must be a square matrix (or a stack of them) (jm.PositiveDefinite)"
+        if not np.all(np.isfinite(x)) or not np.allclose(x, np.swapaxes(x, -1, -2)):
+            return "must be finite and symmetric (jm.PositiveDefinite)"
+        if np.any(np.linalg.eigvalsh(x) <= 0):
+            return "must be positive definite (jm.PositiveDefinite)"
+        return None
+
+    def __repr__(self):
+        return f"PositiveDefinite({self.init!r})"
+
+
 class Fixed(Constraint):
     """A parameter held at a known value (not estimated; excluded from the covariance).
 

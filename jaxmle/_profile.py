@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ._model import n_data
-from ._params import Simplex
+from ._params import PositiveDefinite, Simplex
 from .optimizers import Newton
 
 _MAX_DOUBLINGS = 12      # bracket up to 2^12 * 2 Wald SEs (in z) from the optimum
@@ -33,7 +33,7 @@ def _z_index(spec):
         if fixed:
             continue
         n_el = int(np.prod(shape, dtype=int))
-        if isinstance(con, Simplex):
+        if isinstance(con, (Simplex, PositiveDefinite)):
             out += [-1] * n_el
         else:
             out += list(range(zi, zi + n_el))
@@ -184,5 +184,5 @@ def profile_intervals(result, level: float = 0.95):
     bounds = np.asarray(bounds).reshape(lead + (m, 2))
     edge = np.asarray(edge).reshape(lead + (m, 2))
     if (jz_all < 0).any():
-        warnings.warn("profile intervals are not defined for simplex elements: reported as NaN", stacklevel=3)
+        warnings.warn("profile intervals are not defined for simplex or positive-definite matrix elements: reported as NaN", stacklevel=3)
     return bounds, edge

@@ -20,7 +20,7 @@ weibull            shape, scale                x > 0
 student_t          df, mu, sigma               reals
 negative_binomial  n, p (scipy's nbinom)       {0, 1, 2, ...}
 categorical        probs (simplex)             {0, ..., K-1}
-multivariate_normal  mean, cov (closed form)   rows of R^d
+multivariate_normal  mean, cov                 rows of R^d (x of shape (n, d))
 =================  ==========================  ================================
 """
 
@@ -34,7 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.scipy import stats
 
-from ._params import Fixed, Interval, Positive, Simplex
+from ._params import Fixed, Interval, Positive, PositiveDefinite, Simplex
 
 
 def _moments(x):
@@ -218,6 +218,10 @@ def check_support(name: str, x, fixed=None) -> None:
     if x.size == 0:
         raise ValueError(f"{name}: no data to fit")
     fixed = _fixed_defaults(name, x, fixed)
+    if name == "multivariate_normal" and (x.ndim < 2 or x.shape[-2] <= x.shape[-1]):
+        raise ValueError(
+            f"multivariate_normal needs data of shape (n, d) with n > d observations, got {x.shape}"
+        )
     if name == "binomial":
         ok = _is_int(x) & (x >= 0) & (x <= fixed["n"])
     elif name == "categorical":
@@ -274,6 +278,11 @@ def _spec_for(name, x, fixed):
     d = get(name)
     if name == "binomial":
         spec = {"n": Fixed(float(fixed["n"])), "p": Interval(0.0, 1.0, init=_clip01(np.mean(x) / fixed["n"]))}
+    elif name == "multivariate_normal":
+        cf = d.closed_form(x, fixed)
+        d_ = x.shape[-1]
+        cov = cf["cov"] + 1e-9 * np.trace(cf["cov"]) / d_ * np.eye(d_)   # strictly inside
+        spec = {"mean": cf["mean"], "cov": PositiveDefinite(cov)}
     elif name == "categorical":
         k = fixed["n_categories"]
         counts = np.bincount(np.asarray(x, int), minlength=k) + 0.5  # start strictly inside
@@ -338,18 +347,15 @@ def fit_distribution(name: str, x, method="auto", fixed: dict | None = None, bat
     from ._fit import fit, fit_batch
 
     d = get(name)
-    if name == "multivariate_normal":
-        raise ValueError(
-            "multivariate_normal: use jm.closed_form('multivariate_normal', x) (sample mean and "
-            "biased covariance); fitting it through the optimisers is not supported yet"
-        )
     x = np.asarray(x)
+    row_ndim = 2 if name == "multivariate_normal" else 1
     if not np.issubdtype(x.dtype, np.number):
         raise TypeError(f"{name}: data must be numeric, got dtype {x.dtype}")
-    if batch and x.ndim != 2:
-        raise ValueError(f"batch=True needs 2-D data (B, n), got shape {x.shape}")
-    if not batch and x.ndim != 1:
-        raise ValueError(f"{name}: expected 1-D data, got shape {x.shape}; pass batch=True for rows of samples")
+    if batch and x.ndim != row_ndim + 1:
+        raise ValueError(f"batch=True needs {row_ndim + 1}-D data (B, n{', d' if row_ndim == 2 else ''}), got shape {x.shape}")
+    if not batch and x.ndim != row_ndim:
+        shape = "(n, d)" if row_ndim == 2 else "1-D"
+        raise ValueError(f"{name}: expected {shape} data, got shape {x.shape}; pass batch=True for a stack of samples")
     check_support(name, x, fixed)
     fixed = _fixed_defaults(name, x, fixed)
     dtype = jax.dtypes.canonicalize_dtype(jnp.float64) if not np.issubdtype(x.dtype, np.floating) else x.dtype

@@ -62,3 +62,28 @@ def test_em_errors():
         jm.fit(jm.models.logistic(2), {"X": jnp.ones((4, 2)), "y": jnp.array([0.0, 1, 0, 1])}, method="em")
     with pytest.raises(ValueError, match="x has shape"):
         jm.fit(jm.models.gaussian_mixture(2, dim=3), {"x": jnp.ones((10, 2))})
+
+
+def test_full_covariance_mixture_em_matches_newton():
+    rng = np.random.default_rng(5)
+    X = np.concatenate([rng.multivariate_normal([-2, 0], [[1.0, 0.6], [0.6, 1.0]], 250),
+                        rng.multivariate_normal([2, 1], [[0.5, -0.2], [-0.2, 0.8]], 150)])
+    gm = jm.models.gaussian_mixture(2, dim=2, covariance="full")
+    em = jm.fit(gm, {"x": jnp.asarray(X)}, method="em", n_starts=4)
+    nt = jm.fit(gm, {"x": jnp.asarray(X)}, method="newton", init=em.params)
+    assert em.converged and nt.converged
+    np.testing.assert_allclose(em.loglik, nt.loglik, rtol=1e-9)
+    k = int(np.argmin(np.asarray(em.params["means"])[:, 0]))
+    np.testing.assert_allclose(em.params["covs"][k], [[1.0, 0.6], [0.6, 1.0]], atol=0.25)
+    with pytest.raises(ValueError, match="needs dim"):
+        jm.models.gaussian_mixture(2, covariance="full")
+
+
+def test_multivariate_normal_fit_equals_closed_form():
+    X = RNG.multivariate_normal([1, -1], [[2, 0.8], [0.8, 1]], 400)
+    res = jm.fit_distribution("multivariate_normal", X)
+    cf = jm.closed_form("multivariate_normal", X)
+    np.testing.assert_allclose(res.params["mean"], cf["mean"], rtol=1e-8)
+    np.testing.assert_allclose(res.params["cov"], cf["cov"], rtol=1e-7)
+    # Wishart-type closed form: var(S_11) = 2 S_11^2 / n.
+    np.testing.assert_allclose(res.stderr["cov"][0, 0], np.sqrt(2 * cf["cov"][0, 0] ** 2 / 400), rtol=1e-5)
