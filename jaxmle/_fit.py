@@ -114,7 +114,7 @@ def _tolerances(opt, dtype, tol, ftol):
     return gtol, float(ftol)
 
 
-def minimize(opt, objective, z0, data, max_iter: int, gtol: float, ftol: float):
+def minimize(opt, objective, z0, data, max_iter: int, gtol: float, ftol: float, trace_len: int = 0):
     """The driver: one ``lax.while_loop`` of ``opt.step`` with the stopping rule.
 
     Args:
@@ -122,9 +122,13 @@ def minimize(opt, objective, z0, data, max_iter: int, gtol: float, ftol: float):
         objective: ``objective(z, data)``, the scalar to minimise.
         z0: start (flat unconstrained vector).
 
+        trace_len: if > 0, also record (objective, max|gradient|) at the start and
+            after each of the first ``trace_len - 1`` iterations in a fixed-size
+            buffer (NaN beyond the last iteration); no host callbacks.
+
     Returns:
-        (final OptState, iterations, status code). Under vmap, finished lanes are
-        frozen by while_loop's batching rule at their own final state.
+        (final OptState, iterations, status code, trace or None). Under vmap,
+        finished lanes are frozen by while_loop's batching rule at their own state.
     """
 
     def measure(state):
@@ -139,11 +143,21 @@ def minimize(opt, objective, z0, data, max_iter: int, gtol: float, ftol: float):
         ~finite, Status.NONFINITE, jnp.where(gs <= gtol * fs, Status.CONVERGED, RUNNING)
     ).astype(jnp.int32)
 
+    def record(buf, i, state, gs):
+        if buf is None:
+            return None
+        row = jnp.stack([state.f, gs]).astype(buf.dtype)
+        return buf.at[i].set(jnp.where(i < trace_len, row, buf[jnp.minimum(i, trace_len - 1)]))
+
+    buf0 = None
+    if trace_len > 0:
+        buf0 = record(jnp.full((trace_len, 2), jnp.nan, z0.dtype), 0, state0, gs)
+
     def cond(carry):
         return carry[2] == RUNNING
 
     def body(carry):
-        state, it, _ = carry
+        state, it, _, buf = carry
         new = opt.step(objective, state, data)
         it = it + 1
         gs, fs, finite = measure(new)
@@ -167,9 +181,10 @@ def minimize(opt, objective, z0, data, max_iter: int, gtol: float, ftol: float):
         ).astype(jnp.int32)
         # A non-finite step is not taken: the lane keeps its last finite point.
         state = jax.tree_util.tree_map(lambda a, b: jnp.where(finite, a, b), new, state)
-        return state, it, status
+        buf = None if buf is None else record(buf, jnp.minimum(it, trace_len - 1), state, gs)
+        return state, it, status, buf
 
-    return jax.lax.while_loop(cond, body, (state0, jnp.zeros((), jnp.int32), status0))
+    return jax.lax.while_loop(cond, body, (state0, jnp.zeros((), jnp.int32), status0, buf0))
 
 
 def objective_parts(model: Model, z_dtype, fixed, data, mask, n_static):
@@ -192,7 +207,7 @@ def objective_parts(model: Model, z_dtype, fixed, data, mask, n_static):
     return data, n_obs, scale, neg_total
 
 
-def make_solver(model: Model, opt, max_iter: int, gtol: float, ftol: float, n_static):
+def make_solver(model: Model, opt, max_iter: int, gtol: float, ftol: float, n_static, trace_len: int = 0):
     """Build the traceable single-dataset fit: (z0, fixed, data, mask) -> outputs."""
     spec = model.spec
 
@@ -204,7 +219,7 @@ def make_solver(model: Model, opt, max_iter: int, gtol: float, ftol: float, n_st
             return neg_total(z) / scale
 
         bundle = _opt.FitData(fixed, data, mask)
-        state, n_iter, status = minimize(opt, objective, z0, bundle, max_iter, gtol, ftol)
+        state, n_iter, status, buf = minimize(opt, objective, z0, bundle, max_iter, gtol, ftol, trace_len)
 
         z = state.z
         params = spec.to_params(z, fixed)
@@ -251,16 +266,18 @@ def make_solver(model: Model, opt, max_iter: int, gtol: float, ftol: float, n_st
             "n_obs": n_obs,
             "cov": cov,
             "cond": jnp.where(pd, eig[-1] / eig[0], jnp.inf),
+            "evals": state.evals,
+            "trace": None if buf is None else {"logpost": -buf[:, 0] * scale, "grad_norm": buf[:, 1] * scale},
         }
 
     return solve
 
 
-def _compiled(model: Model, opt, max_iter, gtol, ftol, n_static, masked: bool, batched: bool):
-    key = (opt, max_iter, gtol, ftol, n_static, masked, batched)
+def _compiled(model: Model, opt, max_iter, gtol, ftol, n_static, masked: bool, batched: bool, trace_len=0):
+    key = (opt, max_iter, gtol, ftol, n_static, masked, batched, trace_len)
     fn = model._compiled.get(key)
     if fn is None:
-        solve = make_solver(model, opt, max_iter, gtol, ftol, n_static)
+        solve = make_solver(model, opt, max_iter, gtol, ftol, n_static, trace_len)
         if batched:
             solve = jax.vmap(solve, in_axes=(0, 0, 0, 0 if masked else None))
         fn = jax.jit(solve)
@@ -296,6 +313,7 @@ def fit(
     warn: bool = True,
     n_starts: int = 1,
     key=None,
+    trace: int = 0,
 ) -> FitResult:
     """Maximise the model's log-likelihood on one dataset.
 
@@ -316,6 +334,8 @@ def fit(
             jittered start values) and keep the best; ``res.starts`` reports how
             many converged and how many reached the best optimum.
         key: ``jax.random.key`` for the random starts (default key 0).
+        trace: record the log-likelihood and gradient norm of the first ``trace``
+            iterates in ``res.trace`` (see ``jm.bench``); 0 turns it off.
 
     Returns:
         A ``FitResult``.
@@ -343,7 +363,7 @@ def fit(
     leaves = model.spec.natural_leaves(init)
     z0 = model.spec.to_z(leaves, dtype)
     fixed = model.spec.fixed_values(leaves, dtype)
-    fn = _compiled(model, opt, max_iter, gtol, ftol, n_static, mask is not None, False)
+    fn = _compiled(model, opt, max_iter, gtol, ftol, n_static, mask is not None, False, int(trace))
     out = fn(z0, fixed, data, mask)
     res = FitResult._from_outputs(model, opt.name, out)._attach(data, mask, n_terms)
     status = int(res.status)
@@ -427,6 +447,7 @@ def fit_batch(
     ftol: float | None = None,
     mask=None,
     nan_policy: str = "raise",
+    trace: int = 0,
 ) -> BatchFitResult:
     """Fit the same model to B datasets in one compiled, vectorised call.
 
@@ -472,7 +493,7 @@ def fit_batch(
     leaves = model.spec.natural_leaves(init, batch=B)
     z0 = jax.vmap(lambda *ls: model.spec.to_z(ls, dtype))(*leaves)
     fixed = model.spec.fixed_values(leaves, dtype)
-    fn = _compiled(model, opt, max_iter, gtol, ftol, n_static, mask is not None, True)
+    fn = _compiled(model, opt, max_iter, gtol, ftol, n_static, mask is not None, True, int(trace))
     out = fn(z0, fixed, data, mask)
     return BatchFitResult._from_outputs(model, opt.name, out)._attach(data, mask, n_terms)
 

@@ -63,7 +63,7 @@ def _profile_single(model, q, gtol, ftol, n_static, z_hat, fixed, loglik_hat, da
             # z_j is pinned by a decoupled quadratic: its Newton step lands on `value`.
             return neg_total(jnp.where(e, value, z)) / scale + 0.5 * (z[jz] - value) ** 2
 
-        state, _, status = minimize(opt, obj, jnp.where(e, value, z_warm), None, 50, gtol, ftol)
+        state, _, status, _ = minimize(opt, obj, jnp.where(e, value, z_warm), None, 50, gtol, ftol)
         z = jnp.where(e, value, state.z)
         ll = -neg_total(z)
         D = 2.0 * (loglik_hat - ll) - q

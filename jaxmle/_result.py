@@ -12,7 +12,7 @@ from . import inference as _inf
 from ._status import Status, message
 
 _FIELDS = ("params", "z", "fixed", "loglik", "logpost", "status", "n_iter", "grad_norm",
-           "n_obs", "cov", "cond")
+           "n_obs", "cov", "cond", "evals", "trace")
 
 
 class _ResultBase:

@@ -313,6 +313,7 @@ def _closed_form_result(name, x, fixed, batched):
     fields = dict(
         params={"low": jnp.asarray(low), "high": jnp.asarray(high)},
         z=jnp.stack([low, high], axis=-1), fixed=[], loglik=jnp.asarray(ll), logpost=jnp.asarray(ll),
+        evals=jnp.zeros(lead + (3,), jnp.int32), trace=None,
         status=jnp.full(lead, Status.AT_BOUNDARY, jnp.int32), n_iter=jnp.zeros(lead, jnp.int32),
         grad_norm=jnp.full(lead, jnp.nan), n_obs=jnp.asarray(n), cov=jnp.full(lead + (2, 2), jnp.nan),
         cond=jnp.full(lead, jnp.nan),

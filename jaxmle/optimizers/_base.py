@@ -34,7 +34,8 @@ class OptState(NamedTuple):
     """What every optimizer carries: the point, its objective and gradient.
 
     ``ls_failed`` is True when the last step found no acceptable point;
-    ``extra`` holds method-specific state (inverse Hessian, optax state, ...).
+    ``extra`` holds method-specific state (inverse Hessian, optax state, ...);
+    ``evals`` counts objective, gradient and Hessian evaluations so far (int32[3]).
     """
 
     z: jax.Array
@@ -42,6 +43,7 @@ class OptState(NamedTuple):
     grad: jax.Array
     ls_failed: jax.Array
     extra: Any = ()
+    evals: Any = None
 
 
 class Optimizer:
@@ -57,7 +59,7 @@ class Optimizer:
 
     def init(self, objective, z0, data) -> OptState:
         f, g = jax.value_and_grad(objective)(z0, data)
-        return OptState(z0, f, g, jnp.zeros((), bool), self.init_extra(z0, g))
+        return OptState(z0, f, g, jnp.zeros((), bool), self.init_extra(z0, g), count(1, 1, 0))
 
     def init_extra(self, z0, g):
         return ()
@@ -68,6 +70,12 @@ class Optimizer:
 
     def step(self, objective, state: OptState, data) -> OptState:  # pragma: no cover
         raise NotImplementedError
+
+
+def count(n_f, n_g, n_h, base=None):
+    """Evaluation counters [objective, gradient, Hessian], added to ``base``."""
+    c = jnp.stack([jnp.asarray(n_f, jnp.int32), jnp.asarray(n_g, jnp.int32), jnp.asarray(n_h, jnp.int32)])
+    return c if base is None else base + c
 
 
 def value_grad_hessian(objective, z, data):
@@ -90,7 +98,8 @@ def backtracking(objective, data, z, f, g, d, max_steps=40, c1=1e-4, shrink=0.5)
     that only fail by roundoff near the optimum.
 
     Returns:
-        (z_new, f_new, ok): the accepted point, or the old one with ok=False.
+        (z_new, f_new, ok, n_evals): the accepted point (or the old one with
+        ok=False) and the number of objective evaluations used.
     """
     slope = jnp.vdot(g, d)
     descent = slope < 0
@@ -113,5 +122,5 @@ def backtracking(objective, data, z, f, g, d, max_steps=40, c1=1e-4, shrink=0.5)
 
     one = jnp.ones((), f.dtype)
     f1 = objective(z + d, data)
-    alpha, f_new, _, ok = jax.lax.while_loop(cond, body, (one, f1, 0, accept(one, f1)))
-    return jnp.where(ok, z + alpha * d, z), jnp.where(ok, f_new, f), ok
+    alpha, f_new, k, ok = jax.lax.while_loop(cond, body, (one, f1, 0, accept(one, f1)))
+    return jnp.where(ok, z + alpha * d, z), jnp.where(ok, f_new, f), ok, k + 1

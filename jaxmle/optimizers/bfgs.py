@@ -7,7 +7,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from ._base import Optimizer, OptState, backtracking
+from ._base import Optimizer, OptState, backtracking, count
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,7 +32,7 @@ class BFGS(Optimizer):
         Hinv, fresh = state.extra
         z0, g0 = state.z, state.grad
         d = -Hinv @ g0
-        z, f, ok = backtracking(objective, data, z0, state.f, g0, d, self.max_backtracks)
+        z, f, ok, n_ls = backtracking(objective, data, z0, state.f, g0, d, self.max_backtracks)
         g = jax.grad(objective)(z, data)
         s, y = z - z0, g - g0
         sy = jnp.vdot(s, y)
@@ -45,4 +45,4 @@ class BFGS(Optimizer):
         restart = jnp.eye(z.shape[0], dtype=z.dtype) / jnp.maximum(1.0, jnp.max(jnp.abs(g)))
         Hinv_new = jnp.where(good, updated, jnp.where(ok, Hinv, restart))
         failed = (~ok) & fresh
-        return OptState(z, f, g, failed, (Hinv_new, ~ok))
+        return OptState(z, f, g, failed, (Hinv_new, ~ok), count(n_ls, 1, 0, state.evals))

@@ -8,7 +8,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from ._base import Optimizer, OptState
+from ._base import Optimizer, OptState, count
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,4 +36,4 @@ class EM(Optimizer):
         leaves = spec.treedef.flatten_up_to(new)
         z = spec.to_z(leaves, state.z.dtype)
         f, g = jax.value_and_grad(objective)(z, data)
-        return OptState(z, f, g, jnp.zeros((), bool), ())
+        return OptState(z, f, g, jnp.zeros((), bool), (), count(1, 1, 0, state.evals))

@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from ._base import Optimizer, OptState
+from ._base import Optimizer, OptState, count
 
 
 class _OptaxFirstOrder(Optimizer):
@@ -35,7 +35,11 @@ class _OptaxFirstOrder(Optimizer):
         )
         z = optax.apply_updates(state.z, updates)
         f, g = jax.value_and_grad(fn)(z)
-        return OptState(z, f, g, jnp.zeros((), bool), opt_state)
+        n_ls = self._linesearch_evals(opt_state)
+        return OptState(z, f, g, jnp.zeros((), bool), opt_state, count(1 + n_ls, 1, 0, state.evals))
+
+    def _linesearch_evals(self, opt_state):
+        return 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,6 +84,11 @@ class GradientAscent(_OptaxFirstOrder):
     max_backtracks: int = 40
     max_step: float = 1.0
     name = "gd"
+
+    def _linesearch_evals(self, opt_state):
+        if self.learning_rate is not None:
+            return 0
+        return optax.tree.get(opt_state, "num_linesearch_steps", 0)
 
     def _tx(self):
         if self.learning_rate is not None:

@@ -7,7 +7,7 @@ import dataclasses
 import jax.numpy as jnp
 import optax
 
-from ._base import Optimizer, OptState
+from ._base import Optimizer, OptState, count
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,4 +46,6 @@ class LBFGS(Optimizer):
         )
         z = optax.apply_updates(state.z, updates)
         f, g = optax.value_and_grad_from_state(fn)(z, state=opt_state)
-        return OptState(z, f, g, jnp.zeros((), bool), opt_state)
+        # optax's zoom line search evaluates value and gradient together.
+        n_ls = optax.tree.get(opt_state, "num_linesearch_steps", 0)
+        return OptState(z, f, g, jnp.zeros((), bool), opt_state, count(n_ls, n_ls, 0, state.evals))

@@ -7,7 +7,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from ._base import Optimizer, OptState, backtracking, value_grad_hessian
+from ._base import Optimizer, OptState, backtracking, count, value_grad_hessian
 
 
 def newton_direction(H, g):
@@ -64,15 +64,15 @@ class Newton(Optimizer):
 
     def init(self, objective, z0, data) -> OptState:
         f, g, H = value_grad_hessian(objective, z0, data)
-        return OptState(z0, f, g, jnp.zeros((), bool), H)
+        return OptState(z0, f, g, jnp.zeros((), bool), H, count(1, 1, 1))
 
     def step(self, objective, state: OptState, data) -> OptState:
         d = newton_direction(state.extra, state.grad)
-        z, _, ok = backtracking(objective, data, state.z, state.f, state.grad, d, self.max_backtracks)
+        z, _, ok, n_ls = backtracking(objective, data, state.z, state.f, state.grad, d, self.max_backtracks)
         # The Hessian at the new point is next step's, and the final one feeds the
         # covariance; its pass also yields f and the gradient.
         f, g, H = value_grad_hessian(objective, z, data)
-        return OptState(z, f, g, ~ok, H)
+        return OptState(z, f, g, ~ok, H, count(n_ls + 1, 1, 1, state.evals))
 
     def hessian(self, state: OptState):
         return state.extra
