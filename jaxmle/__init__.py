@@ -5,7 +5,7 @@ derives gradients and Hessians, runs compiled optimizers, reports estimates with
 standard errors and intervals, and fits thousands of datasets in one call.
 """
 
-from . import distributions, inference, models, optimizers, priors
+from . import bench, distributions, inference, models, optimizers, priors
 from ._fit import fit, fit_batch, pad
 from ._model import Model
 from ._params import Fixed, Interval, Positive, PositiveDefinite, Simplex
@@ -38,6 +38,7 @@ __all__ = [
     "distributions",
     "models",
     "priors",
+    "bench",
     "closed_form",
     "fit_distribution",
     "inference",

@@ -30,7 +30,165 @@ def build_parser() -> argparse.ArgumentParser:
                    help="stars fitted by a scipy loop for comparison (0 to skip; default 200)")
     d.add_argument("--method", default="newton", choices=["newton", "bfgs", "lbfgs", "adam", "gd"])
     d.add_argument("--float32", action="store_true", help="compute in float32 (the fast path)")
+
+    b = sub.add_parser("bench", help="compare optimizers on the benchmark problems")
+    b.add_argument("--problem", default="all", help="problem name or 'all' (default)")
+    b.add_argument("--methods", nargs="+", default=None, help="methods (default: newton bfgs lbfgs adam gd)")
+    b.add_argument("--batch", type=_positive_int, default=None,
+                   help="fit N copies of each dataset as one batch and report fits/s")
+    b.add_argument("--repeats", type=_positive_int, default=3)
+    b.add_argument("--json", default=None, help="write the tables as JSON to this file")
+    b.add_argument("--plot", default=None, help="write convergence plots (PNG) to this file")
+    b.add_argument("--markdown", action="store_true", help="print markdown tables")
+
+    f = sub.add_parser("fit", help="fit a named distribution to a CSV column")
+    f.add_argument("dist", help="distribution name, e.g. normal, poisson, gamma")
+    f.add_argument("csv", help="CSV file with a header row")
+    f.add_argument("--column", required=True, help="column to fit")
+    f.add_argument("--level", type=float, default=0.95, help="confidence level (default 0.95)")
+    f.add_argument("--fixed", nargs="*", default=[], metavar="NAME=VALUE",
+                   help="parameters held fixed, e.g. n=10 for the binomial")
+    f.add_argument("--json", action="store_true", help="print JSON instead of the table")
     return p
+
+
+class CLIError(Exception):
+    """A user error: printed as one line on stderr, exit code 2."""
+
+
+def _read_column(path: str, column: str):
+    import csv
+
+    import numpy as np
+
+    try:
+        with open(path, newline="") as fh:
+            reader = csv.DictReader(fh)
+            if reader.fieldnames is None:
+                raise CLIError(f"{path}: the file is empty")
+            names = [n.strip() for n in reader.fieldnames]
+            if column not in names:
+                raise CLIError(f"{path}: no column {column!r}; columns are {names}")
+            raw = [(i + 2, row[reader.fieldnames[names.index(column)]]) for i, row in enumerate(reader)]
+    except OSError as e:
+        raise CLIError(f"cannot read {path}: {e.strerror or e}") from None
+    values = []
+    for line, text in raw:
+        text = (text or "").strip()
+        if text == "":
+            continue
+        try:
+            values.append(float(text))
+        except ValueError:
+            raise CLIError(f"{path}: line {line}, column {column!r}: {text!r} is not a number") from None
+    if not values:
+        raise CLIError(f"{path}: column {column!r} has no values")
+    return np.asarray(values)
+
+
+def _cmd_fit(args) -> int:
+    import json
+
+    import numpy as np
+
+    from .distributions import fit_distribution, get
+
+    get(args.dist)   # unknown names fail before the file is read
+    fixed = {}
+    for item in args.fixed:
+        name, _, value = item.partition("=")
+        try:
+            fixed[name] = float(value)
+        except ValueError:
+            raise CLIError(f"--fixed expects NAME=VALUE, got {item!r}") from None
+    if not 0 < args.level < 1:
+        raise CLIError(f"--level must be in (0, 1), got {args.level}")
+    x = _read_column(args.csv, args.column)
+    res = fit_distribution(args.dist, x, fixed=fixed or None, warn=False)
+    if args.json:
+        ci = res.conf_int(args.level)
+        out = {
+            "distribution": args.dist, "n_obs": int(res.n_obs), "loglik": float(res.loglik),
+            "aic": float(res.aic), "bic": float(res.bic), "status": int(res.status),
+            "params": {k: np.asarray(v).tolist() for k, v in res.params.items()},
+            "stderr": {k: np.asarray(v).tolist() for k, v in res.stderr.items()},
+            "conf_int": {k: np.asarray(v).tolist() for k, v in ci.items()},
+        }
+        print(json.dumps(out, indent=2))
+    else:
+        print(res.summary(level=args.level))
+    return 0
+
+
+def _cmd_bench(args) -> int:
+    import json
+
+    import jax
+    import jax.numpy as jnp
+
+    from . import bench
+
+    names = list(bench.problems.PROBLEMS) if args.problem == "all" else [args.problem]
+    for n in names:
+        if n not in bench.problems.PROBLEMS:
+            raise CLIError(f"unknown problem {n!r}; known: {', '.join(bench.problems.PROBLEMS)}, all")
+    methods = args.methods or list(bench.METHODS)
+    from .optimizers import METHODS as KNOWN
+
+    for m in methods:
+        if m not in KNOWN:
+            raise CLIError(f"unknown method {m!r}; known: {', '.join(KNOWN)}")
+    print(f"device: {jax.devices()[0]}, float64")
+    tables, all_traces = [], {}
+    for n in names:
+        prob = bench.problems.get(n)
+        data, init = prob.data, prob.init
+        if args.batch:
+            data = jax.tree_util.tree_map(lambda a: jnp.broadcast_to(a, (args.batch,) + a.shape), data)
+        table = bench.compare(prob.model, data, methods=methods, batch=bool(args.batch),
+                              repeats=args.repeats, init=init, reference=prob.reference)
+        table.title = f"{n}: {prob.description} (reference: {prob.reference_kind})"
+        tables.append(table)
+        print()
+        print(table.to_markdown() if args.markdown else table)
+        if args.plot:
+            all_traces[n] = (bench.traces(prob.model, prob.data, methods=methods, init=init), prob.reference)
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump([json.loads(t.to_json()) for t in tables], fh, indent=2)
+        print(f"\nwrote {args.json}")
+    if args.plot:
+        _plot_all(all_traces, args.plot)
+        print(f"wrote {args.plot}")
+    return 0
+
+
+def _plot_all(all_traces, path):
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise CLIError("--plot needs matplotlib: pip install 'jaxmle[bench]'") from None
+    import numpy as np
+
+    fig, axes = plt.subplots(len(all_traces), 2, figsize=(11, 3.2 * len(all_traces)), squeeze=False)
+    for row, (name, (tr, best)) in enumerate(all_traces.items()):
+        for method, t in tr.items():
+            gap = np.maximum(best - t["logpost"], 1e-16)
+            it = np.arange(len(gap))
+            axes[row, 0].semilogy(it, gap, label=method)
+            axes[row, 1].semilogy(it * t["seconds_per_iter"] * 1e3, gap, label=method)
+        axes[row, 0].set_ylabel(f"{name}\nloglik gap")
+        axes[row, 0].set_xlabel("iteration")
+        axes[row, 1].set_xlabel("time (ms)")
+        for ax in axes[row]:
+            ax.grid(True, which="both", alpha=0.3)
+        axes[row, 0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
 
 
 def main(argv=None) -> int:
@@ -41,13 +199,21 @@ def main(argv=None) -> int:
         return 2
     import jax
 
-    if args.command == "demo":
-        # The command line is an application: it picks the precision for its own run.
-        jax.config.update("jax_enable_x64", not args.float32)
-        from ._demo import run_demo
+    # The command line is an application: it picks the precision for its own run.
+    jax.config.update("jax_enable_x64", not getattr(args, "float32", False))
+    try:
+        if args.command == "demo":
+            from ._demo import run_demo
 
-        run_demo(args.stars, args.exposures, args.seed, args.compare, args.method)
-        return 0
+            run_demo(args.stars, args.exposures, args.seed, args.compare, args.method)
+            return 0
+        if args.command == "bench":
+            return _cmd_bench(args)
+        if args.command == "fit":
+            return _cmd_fit(args)
+    except (CLIError, ValueError, TypeError) as e:
+        print(f"jaxmle {args.command}: error: {e}", file=sys.stderr)
+        return 2
     return 2  # pragma: no cover
 
 

@@ -1,0 +1,106 @@
+"""Optimizer benchmarking (jm.bench) and the jaxmle command line."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import jaxmle as jm
+
+
+def test_compare_rows_and_reference():
+    prob = jm.bench.problems.get("normal")
+    table = jm.bench.compare(prob.model, prob.data, repeats=1, reference=prob.reference)
+    assert [r["method"] for r in table.rows] == list(jm.bench.METHODS)
+    for row in table.rows:
+        assert row["converged"] == 1.0
+        assert row["iters (median)"] >= 1 and row["run s"] > 0 and row["fits/s"] > 0
+        assert row["grad evals"] >= row["iters (median)"]
+        assert row["loglik gap"] < 1e-6     # every method reaches the closed-form optimum
+    newton = table.rows[0]
+    assert newton["hess evals"] == newton["iters (median)"] + 1
+    md = table.to_markdown()
+    assert md.count("\n") == len(table.rows) + 1 and "| newton |" in md
+    assert json.loads(table.to_json())["rows"][0]["method"] == "newton"
+    assert "newton" in str(table)
+
+
+@pytest.mark.parametrize("name", ["poisson_glm", "banana"])
+def test_second_order_methods_reach_reference(name):
+    prob = jm.bench.problems.get(name)
+    table = jm.bench.compare(prob.model, prob.data, methods=("newton", "bfgs", "lbfgs"), repeats=1,
+                             init=prob.init, reference=prob.reference)
+    for row in table.rows:
+        assert row["converged"] == 1.0 and row["loglik gap"] < 1e-8
+
+
+def test_batched_compare_reports_fits_per_second():
+    import jax
+    prob = jm.bench.problems.get("normal")
+    xs = jax.numpy.stack([prob.data, prob.data + 1.0, prob.data * 2.0])
+    table = jm.bench.compare(prob.model, xs, methods=("newton", "lbfgs"), batch=True, repeats=1)
+    assert all(r["converged"] == 1.0 for r in table.rows)
+    assert all(r["fits/s"] > 0 for r in table.rows)
+
+
+def test_traces_and_plot(tmp_path):
+    pytest.importorskip("matplotlib")
+    prob = jm.bench.problems.get("normal")
+    tr = jm.bench.traces(prob.model, prob.data, methods=("newton", "gd"), length=50)
+    assert tr["newton"]["logpost"].shape == (tr["newton"]["n_iter"] + 1,)
+    assert np.all(np.diff(tr["newton"]["logpost"]) >= -1e-9)      # Newton with line search ascends
+    np.testing.assert_allclose(tr["newton"]["logpost"][-1], prob.reference, rtol=1e-12)
+    path = jm.bench.plot(tr, str(tmp_path / "conv.png"), best=prob.reference)
+    data = open(path, "rb").read()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
+
+
+def _cli(*args):
+    return subprocess.run([sys.executable, "-m", "jaxmle.cli", *args], capture_output=True, text=True, timeout=300)
+
+
+def test_cli_fit_reaction_times(tmp_path):
+    csv = tmp_path / "times.csv"
+    csv.write_text("subject,ms\n1,240\n2,255\n3,261\n4,248\n5,271\n")
+    out = _cli("fit", "normal", str(csv), "--column", "ms")
+    assert out.returncode == 0, out.stderr
+    assert "255" in out.stdout and "CONVERGED" in out.stdout
+    js = json.loads(_cli("fit", "poisson", str(csv), "--column", "subject", "--json").stdout)
+    assert js["params"]["rate"] == pytest.approx(3.0) and js["n_obs"] == 5
+
+
+@pytest.mark.parametrize("args,message", [
+    (("fit", "normal", "missing.csv", "--column", "ms"), "cannot read"),
+    (("fit", "normal", "{csv}", "--column", "nope"), "no column 'nope'"),
+    (("fit", "normal", "{bad}", "--column", "ms"), "is not a number"),
+    (("fit", "gauss", "{csv}", "--column", "ms"), "unknown distribution"),
+    (("fit", "poisson", "{neg}", "--column", "ms"), "non-negative integers"),
+    (("bench", "--problem", "nope"), "unknown problem"),
+    (("bench", "--problem", "normal", "--methods", "foo"), "unknown method"),
+])
+def test_cli_errors_are_one_line_exit_2(tmp_path, args, message):
+    files = {"csv": tmp_path / "a.csv", "bad": tmp_path / "b.csv", "neg": tmp_path / "c.csv"}
+    files["csv"].write_text("ms\n1\n2\n")
+    files["bad"].write_text("ms\n1\nabc\n")
+    files["neg"].write_text("ms\n1\n-2\n")
+    out = _cli(*[a.format(**files) for a in args])
+    assert out.returncode == 2
+    assert message in out.stderr and "Traceback" not in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1
+
+
+def test_cli_version_help_and_small_bench(tmp_path):
+    assert jm.__version__ in _cli("--version").stdout
+    assert "bench" in _cli("--help").stdout
+    js = tmp_path / "b.json"
+    out = _cli("bench", "--problem", "normal", "--methods", "newton", "lbfgs", "--repeats", "1", "--json", str(js))
+    assert out.returncode == 0, out.stderr
+    assert "newton" in out.stdout and json.loads(js.read_text())[0]["rows"][1]["method"] == "lbfgs"
+
+
+def test_cli_demo_small():
+    out = _cli("demo", "--stars", "200", "--compare", "5")
+    assert out.returncode == 0, out.stderr
+    assert "fits/s" in out.stdout and "CONVERGED" in out.stdout and "faster" in out.stdout
