@@ -170,35 +170,44 @@ def plot(trace_dict: dict, path: str, best: float | None = None, title: str = ""
 
     Needs matplotlib (``pip install 'jaxmle[bench]'``).
     """
+    if best is None:
+        best = max(float(np.nanmax(t["logpost"])) for t in trace_dict.values())
+    return plot_problems({title: (trace_dict, best)}, path)
+
+
+def plot_problems(problems: dict, path: str) -> str:
+    """One row of (gap vs iteration, gap vs time) panels per problem.
+
+    Args:
+        problems: {title: (traces from ``traces()``, best log-likelihood)}.
+        path: PNG file to write.
+    """
     try:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
-    except ImportError as e:  # pragma: no cover
-        raise ImportError("jm.bench.plot needs matplotlib: pip install 'jaxmle[bench]'") from e
-    if best is None:
-        best = max(float(np.nanmax(t["logpost"])) for t in trace_dict.values())
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for name, t in trace_dict.items():
-        gap = np.maximum(best - t["logpost"], 1e-16)
-        it = np.arange(len(gap))
-        axes[0].semilogy(it, gap, label=name)
-        axes[1].semilogy(it * t["seconds_per_iter"] * 1e3, gap, label=name)
-    axes[0].set_xlabel("iteration")
-    axes[1].set_xlabel("time (ms)")
-    for ax in axes:
-        ax.set_ylabel("log-likelihood gap to best")
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend()
-    if title:
-        fig.suptitle(title)
+    except ImportError as e:
+        raise ImportError("plotting needs matplotlib: pip install 'jaxmle[bench]'") from e
+    fig, axes = plt.subplots(len(problems), 2, figsize=(11, 3.4 * len(problems)), squeeze=False)
+    for row, (title, (trace_dict, best)) in enumerate(problems.items()):
+        for name, t in trace_dict.items():
+            gap = np.maximum(best - t["logpost"], 1e-16)
+            it = np.arange(len(gap))
+            axes[row, 0].semilogy(it, gap, label=name)
+            axes[row, 1].semilogy(it * t["seconds_per_iter"] * 1e3, gap, label=name)
+        axes[row, 0].set_ylabel((f"{title}\n" if title else "") + "log-likelihood gap")
+        axes[row, 0].set_xlabel("iteration")
+        axes[row, 1].set_xlabel("time (ms)")
+        for ax in axes[row]:
+            ax.grid(True, which="both", alpha=0.3)
+        axes[row, 0].legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    fig.savefig(path, dpi=90)
     plt.close(fig)
     return path
 
 
 from . import _bench_problems as problems  # noqa: E402  (the problem suite)
 
-__all__ = ["compare", "traces", "plot", "BenchTable", "problems", "METHODS"]
+__all__ = ["compare", "traces", "plot", "plot_problems", "BenchTable", "problems", "METHODS"]

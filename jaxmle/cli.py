@@ -158,37 +158,12 @@ def _cmd_bench(args) -> int:
             json.dump([json.loads(t.to_json()) for t in tables], fh, indent=2)
         print(f"\nwrote {args.json}")
     if args.plot:
-        _plot_all(all_traces, args.plot)
+        try:
+            bench.plot_problems(all_traces, args.plot)
+        except ImportError as e:
+            raise CLIError(str(e)) from None
         print(f"wrote {args.plot}")
     return 0
-
-
-def _plot_all(all_traces, path):
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise CLIError("--plot needs matplotlib: pip install 'jaxmle[bench]'") from None
-    import numpy as np
-
-    fig, axes = plt.subplots(len(all_traces), 2, figsize=(11, 3.2 * len(all_traces)), squeeze=False)
-    for row, (name, (tr, best)) in enumerate(all_traces.items()):
-        for method, t in tr.items():
-            gap = np.maximum(best - t["logpost"], 1e-16)
-            it = np.arange(len(gap))
-            axes[row, 0].semilogy(it, gap, label=method)
-            axes[row, 1].semilogy(it * t["seconds_per_iter"] * 1e3, gap, label=method)
-        axes[row, 0].set_ylabel(f"{name}\nloglik gap")
-        axes[row, 0].set_xlabel("iteration")
-        axes[row, 1].set_xlabel("time (ms)")
-        for ax in axes[row]:
-            ax.grid(True, which="both", alpha=0.3)
-        axes[row, 0].legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
 
 
 def main(argv=None) -> int:
