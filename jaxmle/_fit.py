@@ -144,10 +144,9 @@ def minimize(opt, objective, z0, data, max_iter: int, gtol: float, ftol: float, 
     ).astype(jnp.int32)
 
     def record(buf, i, state, gs):
-        if buf is None:
-            return None
+        # Iterates past the buffer are dropped: the trace is the first trace_len ones.
         row = jnp.stack([state.f, gs]).astype(buf.dtype)
-        return buf.at[i].set(jnp.where(i < trace_len, row, buf[jnp.minimum(i, trace_len - 1)]))
+        return buf.at[i].set(row, mode="drop")
 
     buf0 = None
     if trace_len > 0:
@@ -181,7 +180,7 @@ def minimize(opt, objective, z0, data, max_iter: int, gtol: float, ftol: float, 
         ).astype(jnp.int32)
         # A non-finite step is not taken: the lane keeps its last finite point.
         state = jax.tree_util.tree_map(lambda a, b: jnp.where(finite, a, b), new, state)
-        buf = None if buf is None else record(buf, jnp.minimum(it, trace_len - 1), state, gs)
+        buf = None if buf is None else record(buf, it, state, gs)
         return state, it, status, buf
 
     return jax.lax.while_loop(cond, body, (state0, jnp.zeros((), jnp.int32), status0, buf0))

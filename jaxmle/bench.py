@@ -145,7 +145,7 @@ def traces(model: Model, data: Any, methods=METHODS, length: int = 200, init=Non
 
     Returns:
         {method: {"logpost": (T,), "grad_norm": (T,), "seconds_per_iter": float,
-        "n_iter": int}} with entries up to the last iterate (index min(iter, length-1)).
+        "n_iter": int}}: the start and the iterates, at most ``length`` of them.
     """
     out = {}
     for method in methods:
