@@ -14,6 +14,7 @@ Newton, BFGS and L-BFGS, 1e-7 / 1e-4 for Adam and gradient ascent; ftol is 4 ulp
 
 from __future__ import annotations
 
+import sys
 import warnings
 from typing import Any
 
@@ -447,6 +448,9 @@ def fit_batch(
     mask=None,
     nan_policy: str = "raise",
     trace: int = 0,
+    chunk_size: int | None = None,
+    progress: bool | None = None,
+    mesh=None,
 ) -> BatchFitResult:
     """Fit the same model to B datasets in one compiled, vectorised call.
 
@@ -463,6 +467,14 @@ def fit_batch(
         mask: boolean ``(B, n)``, True for real observations (see ``jm.pad``).
         nan_policy: "raise" (default) rejects NaN/inf at unmasked positions;
             "status" lets those datasets end with ``Status.NONFINITE``.
+        trace: as for ``fit``.
+        chunk_size: fit at most this many datasets per compiled call (bounded
+            memory); every chunk has the same shape, so there is one compilation.
+        progress: show a progress bar over chunks (default: when there are several
+            chunks and stderr is a terminal).
+        mesh: a ``jax.sharding.Mesh`` whose first axis shards the batch; default all
+            local devices when there is more than one. B is padded to a multiple of
+            the device count and results are identical to one device.
 
     Returns:
         A ``BatchFitResult`` whose fields have a leading axis B.
@@ -493,8 +505,64 @@ def fit_batch(
     z0 = jax.vmap(lambda *ls: model.spec.to_z(ls, dtype))(*leaves)
     fixed = model.spec.fixed_values(leaves, dtype)
     fn = _compiled(model, opt, max_iter, gtol, ftol, n_static, mask is not None, True, int(trace))
-    out = fn(z0, fixed, data, mask)
+    out = _run_chunks(fn, (z0, fixed, data, mask), B, chunk_size, progress, mesh)
     return BatchFitResult._from_outputs(model, opt.name, out)._attach(data, mask, n_terms)
+
+
+def _default_mesh(mesh):
+    if mesh is not None:
+        return mesh
+    devices = jax.local_devices()
+    if len(devices) == 1:
+        return None
+    return jax.sharding.Mesh(np.array(devices), ("batch",))
+
+
+def _run_chunks(fn, args, B: int, chunk_size, progress, mesh):
+    """Call the compiled batch fitter over equal-shaped chunks, sharded over devices.
+
+    Each chunk (and a single-chunk batch too, when sharded) is padded to a multiple
+    of the device count by repeating the last dataset; padded lanes are dropped.
+    """
+    mesh = _default_mesh(mesh)
+    n_dev = 1 if mesh is None else int(mesh.devices.shape[0])
+    if chunk_size is not None and int(chunk_size) < 1:
+        raise ValueError(f"chunk_size must be a positive int, got {chunk_size}")
+    size = B if chunk_size is None else min(int(chunk_size), B)
+    size = -(-size // n_dev) * n_dev
+    n_chunks = -(-B // size)
+    if n_chunks == 1 and size == B and mesh is None:
+        return fn(*args)
+    total = n_chunks * size
+
+    def pad(a):
+        if a.shape[0] == total:
+            return a
+        return jnp.concatenate([a, jnp.repeat(a[-1:], total - a.shape[0], axis=0)], axis=0)
+
+    args = jax.tree_util.tree_map(pad, args)
+    sharding = None
+    if mesh is not None:
+        sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(mesh.axis_names[0]))
+    show = progress if progress is not None else (n_chunks > 1 and sys.stderr.isatty())
+    chunks = range(n_chunks)
+    if show:
+        from tqdm.auto import tqdm
+
+        chunks = tqdm(chunks, desc="fit_batch", unit="chunk")
+    outs = []
+    for c in chunks:
+        part = jax.tree_util.tree_map(lambda a: a[c * size : (c + 1) * size], args)
+        if sharding is not None:
+            part = jax.device_put(part, sharding)
+        out = fn(*part)
+        # Move each chunk's results to the host so device memory stays bounded.
+        outs.append(jax.tree_util.tree_map(np.asarray, out) if n_chunks > 1 else out)
+    if len(outs) == 1:
+        merged = outs[0]
+    else:
+        merged = jax.tree_util.tree_map(lambda *xs: jnp.asarray(np.concatenate(xs, axis=0)), *outs)
+    return jax.tree_util.tree_map(lambda a: a[:B], merged)
 
 
 def pad(arrays, fill=None):
