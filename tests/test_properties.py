@@ -40,7 +40,9 @@ def test_invariant_to_permuting_observations(seed):
     x = rng.gamma(rng.uniform(0.5, 5), 1.0, 30)
     a = jm.fit_distribution("gamma", x)
     b = jm.fit_distribution("gamma", rng.permutation(x))
-    np.testing.assert_allclose(b.params["shape"], a.params["shape"], rtol=1e-8)
+    # Equal up to the stopping tolerance: the permuted sum rounds differently, so
+    # Newton may stop one quadratic step earlier or later (seen: 2e-8 relative).
+    np.testing.assert_allclose(b.params["shape"], a.params["shape"], rtol=1e-6)
     np.testing.assert_allclose(b.stderr["rate"], a.stderr["rate"], rtol=1e-6)
 
 
