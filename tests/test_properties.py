@@ -11,7 +11,8 @@ from hypothesis import strategies as st
 
 import jaxmle as jm
 
-FAST = settings(max_examples=12, deadline=None)
+# derandomize: CI sees the same examples every run (no flaky reds); bump the seed to explore.
+FAST = settings(max_examples=12, deadline=None, derandomize=True)
 seeds = st.integers(0, 2**32 - 1)
 
 
@@ -67,7 +68,7 @@ def test_stderr_shrinks_like_one_over_sqrt_n(seed):
     np.testing.assert_allclose(big.stderr["rate"], small.stderr["rate"] / 2, rtol=1e-6)
 
 
-@settings(max_examples=5, deadline=None)
+@settings(max_examples=5, deadline=None, derandomize=True)
 @given(seed=seeds)
 def test_batched_equals_per_dataset(seed):
     xs = np.random.default_rng(seed).normal(3, 2, (6, 15))
