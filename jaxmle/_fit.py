@@ -63,7 +63,7 @@ def _as_arrays(data, what="data"):
     return jax.tree_util.tree_unflatten(treedef, out)
 
 
-def _nonfinite_report(data, mask=None, batch=False):
+def _nonfinite_report(data, mask=None):
     """Names of data leaves with NaN/inf at unmasked positions (host check)."""
     bad = []
     for path, leaf in jax.tree_util.tree_flatten_with_path(data)[0]:
@@ -285,7 +285,7 @@ def _compiled(model: Model, opt, max_iter, gtol, ftol, n_static, masked: bool, b
     return fn
 
 
-def _prepare(model, data, method, max_iter, tol, ftol, nan_policy, mask, batch):
+def _prepare(model, data, method, max_iter, tol, ftol, nan_policy):
     if not isinstance(model, Model):
         raise TypeError(f"the first argument must be a jm.Model, got {type(model).__name__}")
     if nan_policy not in _NAN_POLICIES:
@@ -346,9 +346,7 @@ def fit(
     """
     if int(n_starts) > 1:
         return _multistart(model, data, method, init, max_iter, tol, ftol, mask, warn, int(n_starts), key)
-    data, dtype, opt, max_iter, gtol, ftol = _prepare(
-        model, data, method, max_iter, tol, ftol, "raise", mask, None
-    )
+    data, dtype, opt, max_iter, gtol, ftol = _prepare(model, data, method, max_iter, tol, ftol, "raise")
     if model.validate is not None:
         model.validate(data, False)
     mask = _check_mask(mask, data, None)
@@ -483,9 +481,7 @@ def fit_batch(
         >>> batch = jm.fit_batch(model, xs)        # xs.shape == (10_000, 100)
         >>> batch.params["mu"].shape               # (10000,)
     """
-    data, dtype, opt, max_iter, gtol, ftol = _prepare(
-        model, data, method, max_iter, tol, ftol, nan_policy, mask, True
-    )
+    data, dtype, opt, max_iter, gtol, ftol = _prepare(model, data, method, max_iter, tol, ftol, nan_policy)
     if model.validate is not None:
         model.validate(data, True)
     B = _batch_size(data)

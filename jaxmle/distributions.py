@@ -298,15 +298,14 @@ def _spec_for(name, x, fixed):
     return spec
 
 
-def _closed_form_result(name, x, fixed, batched):
+def _closed_form_result(name, x, batched):
     """Uniform: the likelihood is maximised on the boundary of its support constraint,
     so the closed form (min, max) is the answer; Wald inference does not apply."""
     from ._result import BatchFitResult, FitResult
     from ._status import Status
 
     model = _model_for(name, (), {"low": 0.0, "high": 1.0})
-    axis = -1
-    low, high = np.min(x, axis=axis), np.max(x, axis=axis)
+    low, high = np.min(x, axis=-1), np.max(x, axis=-1)
     n = np.asarray(x.shape[-1], float) + 0 * low
     ll = -n * np.log(high - low)
     lead = np.shape(low)
@@ -361,7 +360,7 @@ def fit_distribution(name: str, x, method="auto", fixed: dict | None = None, bat
     fixed = _fixed_defaults(name, x, fixed)
     dtype = jax.dtypes.canonicalize_dtype(jnp.float64) if not np.issubdtype(x.dtype, np.floating) else x.dtype
     if name == "uniform":
-        return _closed_form_result(name, x.astype(float), fixed, batch)
+        return _closed_form_result(name, x.astype(float), batch)
     rows = list(x) if batch else [x]
     specs = [_spec_for(name, r, fixed) for r in rows]
     template = specs[0]
