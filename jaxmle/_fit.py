@@ -223,8 +223,9 @@ def make_solver(model: Model, opt, max_iter: int, gtol: float, ftol: float, n_st
 
         z = state.z
         params = spec.to_params(z, fixed)
-        loglik = model.loglik_sum(params, data, mask)
-        logpost = loglik if model.log_prior is None else loglik + model.log_prior(params)
+        # Every optimizer's state.f is the objective at state.z: no extra pass needed.
+        logpost = -state.f * scale
+        loglik = logpost if model.log_prior is None else logpost - model.log_prior(params)
         H = opt.hessian(state)
         H = jax.hessian(neg_total)(z) if H is None else H * scale
         H = 0.5 * (H + H.T)

@@ -89,7 +89,12 @@ def value_grad_hessian(objective, z, data):
     return f, g, H
 
 
-def backtracking(objective, data, z, f, g, d, max_steps=40, c1=1e-4, shrink=0.5):
+def descent_direction(g, d):
+    """``d`` if it is a descent direction for gradient ``g``, else ``-g``."""
+    return jnp.where(jnp.vdot(g, d) < 0, d, -g)
+
+
+def backtracking(objective, data, z, f, g, d, max_steps=40, c1=1e-4, shrink=0.5, f1=None):
     """Armijo backtracking along ``d`` from step length 1.
 
     A non-descent direction is replaced by steepest descent. Non-finite trial
@@ -97,14 +102,16 @@ def backtracking(objective, data, z, f, g, d, max_steps=40, c1=1e-4, shrink=0.5)
     back off instead of returning NaN. A slack of a few ulps of |f| accepts steps
     that only fail by roundoff near the optimum.
 
+    Args:
+        f1: the objective at ``z + d`` when the caller has it already (``d`` must
+            then be a descent direction, see ``descent_direction``).
+
     Returns:
         (z_new, f_new, ok, n_evals): the accepted point (or the old one with
-        ok=False) and the number of objective evaluations used.
+        ok=False) and the number of objective evaluations used (``f1`` counts).
     """
+    d = descent_direction(g, d)
     slope = jnp.vdot(g, d)
-    descent = slope < 0
-    d = jnp.where(descent, d, -g)
-    slope = jnp.where(descent, slope, -jnp.vdot(g, g))
     slack = 4 * jnp.finfo(f.dtype).eps * jnp.abs(f)
 
     def accept(alpha, f_new):
@@ -121,6 +128,6 @@ def backtracking(objective, data, z, f, g, d, max_steps=40, c1=1e-4, shrink=0.5)
         return alpha, f_new, k + 1, accept(alpha, f_new)
 
     one = jnp.ones((), f.dtype)
-    f1 = objective(z + d, data)
+    f1 = objective(z + d, data) if f1 is None else f1
     alpha, f_new, k, ok = jax.lax.while_loop(cond, body, (one, f1, 0, accept(one, f1)))
     return jnp.where(ok, z + alpha * d, z), jnp.where(ok, f_new, f), ok, k + 1

@@ -7,7 +7,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from ._base import Optimizer, OptState, backtracking, count, value_grad_hessian
+from ._base import Optimizer, OptState, backtracking, count, descent_direction, value_grad_hessian
 
 
 def newton_direction(H, g):
@@ -67,12 +67,32 @@ class Newton(Optimizer):
         return OptState(z0, f, g, jnp.zeros((), bool), H, count(1, 1, 1))
 
     def step(self, objective, state: OptState, data) -> OptState:
-        d = newton_direction(state.extra, state.grad)
-        z, _, ok, n_ls = backtracking(objective, data, state.z, state.f, state.grad, d, self.max_backtracks)
-        # The Hessian at the new point is next step's, and the final one feeds the
-        # covariance; its pass also yields f and the gradient.
-        f, g, H = value_grad_hessian(objective, z, data)
-        return OptState(z, f, g, ~ok, H, count(n_ls + 1, 1, 1, state.evals))
+        z0, f0, g0 = state.z, state.f, state.grad
+        d = descent_direction(g0, newton_direction(state.extra, g0))
+        slope = jnp.vdot(g0, d)
+        slack = 4 * jnp.finfo(f0.dtype).eps * jnp.abs(f0)
+
+        def accept(alpha, f):
+            return jnp.isfinite(f) & (f <= f0 + 1e-4 * alpha * slope + slack)
+
+        def trial(alpha):
+            return value_grad_hessian(objective, z0 + alpha * d, data)
+
+        def cond(c):
+            return (~c[1]) & (c[2] < self.max_backtracks)
+
+        def body(c):
+            alpha = c[0] * 0.5
+            f, g, H = trial(alpha)
+            return alpha, accept(alpha, f), c[2] + 1, f, g, H
+
+        one = jnp.ones((), f0.dtype)
+        f1, g1, H1 = trial(one)
+        alpha, ok, k, f, g, H = jax.lax.while_loop(cond, body, (one, accept(one, f1), 0, f1, g1, H1))
+        z = jnp.where(ok, z0 + alpha * d, z0)
+        f, g, H = (jnp.where(ok, a, b) for a, b in ((f, f0), (g, g0), (H, state.extra)))
+        n = k + 1
+        return OptState(z, f, g, ~ok, H, count(n, n, n, state.evals))
 
     def hessian(self, state: OptState):
         return state.extra
