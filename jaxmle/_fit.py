@@ -115,6 +115,63 @@ def _tolerances(opt, dtype, tol, ftol):
     return gtol, float(ftol)
 
 
+def _measure(state):
+    gs = jnp.max(jnp.abs(state.grad))
+    fs = jnp.maximum(1.0, jnp.abs(state.f))
+    finite = jnp.isfinite(state.f) & jnp.all(jnp.isfinite(state.grad))
+    return gs, fs, finite
+
+
+def _record(buf, i, state, gs):
+    # Iterates past the buffer are dropped: the trace is the first trace_len ones.
+    if buf is None:
+        return None
+    row = jnp.stack([state.f, gs]).astype(buf.dtype)
+    return buf.at[i].set(row, mode="drop")
+
+
+def loop_start(opt, objective, z0, data, gtol: float, trace_len: int = 0):
+    """The driver's initial carry (state, iterations, status, trace buffer)."""
+    state0 = opt.init(objective, z0, data)
+    gs, fs, finite = _measure(state0)
+    status0 = jnp.where(
+        ~finite, Status.NONFINITE, jnp.where(gs <= gtol * fs, Status.CONVERGED, RUNNING)
+    ).astype(jnp.int32)
+    buf0 = None
+    if trace_len > 0:
+        buf0 = _record(jnp.full((trace_len, 2), jnp.nan, z0.dtype), 0, state0, gs)
+    return state0, jnp.zeros((), jnp.int32), status0, buf0
+
+
+def loop_body(opt, objective, carry, data, max_iter: int, gtol: float, ftol: float):
+    """One iteration of the driver: a step, then the stopping rule."""
+    state, it, status, buf = carry
+    new = opt.step(objective, state, data, active=status == RUNNING)
+    it = it + 1
+    gs, fs, finite = _measure(new)
+    df = jnp.abs(state.f - new.f)
+    moved = jnp.any(new.z != state.z)
+    floor = (df <= ftol * fs) & (gs <= FLOOR * gtol * fs)
+    conv = (gs <= gtol * fs) | (moved & floor)
+    stuck = new.ls_failed | ~moved
+    status = jnp.where(
+        ~finite,
+        Status.NONFINITE,
+        jnp.where(
+            conv,
+            Status.CONVERGED,
+            jnp.where(
+                stuck,
+                jnp.where(gs <= FLOOR * gtol * fs, Status.CONVERGED, Status.LINESEARCH_FAILED),
+                jnp.where(it >= max_iter, Status.MAX_ITER, RUNNING),
+            ),
+        ),
+    ).astype(jnp.int32)
+    # A non-finite step is not taken: the lane keeps its last finite point.
+    state = jax.tree_util.tree_map(lambda a, b: jnp.where(finite, a, b), new, state)
+    return state, it, status, _record(buf, it, state, gs)
+
+
 def minimize(opt, objective, z0, data, max_iter: int, gtol: float, ftol: float, trace_len: int = 0):
     """The driver: one ``lax.while_loop`` of ``opt.step`` with the stopping rule.
 
@@ -131,70 +188,29 @@ def minimize(opt, objective, z0, data, max_iter: int, gtol: float, ftol: float, 
         (final OptState, iterations, status code, trace or None). Under vmap,
         finished lanes are frozen by while_loop's batching rule at their own state.
     """
-
-    def measure(state):
-        gs = jnp.max(jnp.abs(state.grad))
-        fs = jnp.maximum(1.0, jnp.abs(state.f))
-        finite = jnp.isfinite(state.f) & jnp.all(jnp.isfinite(state.grad))
-        return gs, fs, finite
-
-    state0 = opt.init(objective, z0, data)
-    gs, fs, finite = measure(state0)
-    status0 = jnp.where(
-        ~finite, Status.NONFINITE, jnp.where(gs <= gtol * fs, Status.CONVERGED, RUNNING)
-    ).astype(jnp.int32)
-
-    def record(buf, i, state, gs):
-        # Iterates past the buffer are dropped: the trace is the first trace_len ones.
-        row = jnp.stack([state.f, gs]).astype(buf.dtype)
-        return buf.at[i].set(row, mode="drop")
-
-    buf0 = None
-    if trace_len > 0:
-        buf0 = record(jnp.full((trace_len, 2), jnp.nan, z0.dtype), 0, state0, gs)
-
-    def cond(carry):
-        return carry[2] == RUNNING
-
-    def body(carry):
-        state, it, _, buf = carry
-        new = opt.step(objective, state, data)
-        it = it + 1
-        gs, fs, finite = measure(new)
-        df = jnp.abs(state.f - new.f)
-        moved = jnp.any(new.z != state.z)
-        floor = (df <= ftol * fs) & (gs <= FLOOR * gtol * fs)
-        conv = (gs <= gtol * fs) | (moved & floor)
-        stuck = new.ls_failed | ~moved
-        status = jnp.where(
-            ~finite,
-            Status.NONFINITE,
-            jnp.where(
-                conv,
-                Status.CONVERGED,
-                jnp.where(
-                    stuck,
-                    jnp.where(gs <= FLOOR * gtol * fs, Status.CONVERGED, Status.LINESEARCH_FAILED),
-                    jnp.where(it >= max_iter, Status.MAX_ITER, RUNNING),
-                ),
-            ),
-        ).astype(jnp.int32)
-        # A non-finite step is not taken: the lane keeps its last finite point.
-        state = jax.tree_util.tree_map(lambda a, b: jnp.where(finite, a, b), new, state)
-        buf = None if buf is None else record(buf, it, state, gs)
-        return state, it, status, buf
-
-    return jax.lax.while_loop(cond, body, (state0, jnp.zeros((), jnp.int32), status0, buf0))
+    carry = loop_start(opt, objective, z0, data, gtol, trace_len)
+    return jax.lax.while_loop(
+        lambda c: c[2] == RUNNING,
+        lambda c: loop_body(opt, objective, c, data, max_iter, gtol, ftol),
+        carry,
+    )
 
 
-def objective_parts(model: Model, z_dtype, fixed, data, mask, n_static):
-    """(data with masked entries replaced, n_obs, scale, neg_total) for one dataset.
+def ready_data(model: Model, data, mask):
+    """The data the log-density sees: masked entries replaced, then ``model.prepare``."""
+    return model.prepared(substitute_masked(data, mask))
+
+
+def objective_parts(model: Model, z_dtype, fixed, data, mask, n_static, ready: bool = False):
+    """(data made ready, n_obs, scale, neg_total) for one dataset.
 
     ``neg_total(z)`` is minus the log-likelihood (plus log-prior); optimizers see
-    ``neg_total / scale`` with scale the number of observations.
+    ``neg_total / scale`` with scale the number of observations. With ``ready`` the
+    data has been through ``ready_data`` already.
     """
     spec = model.spec
-    data = substitute_masked(data, mask)
+    if not ready:
+        data = ready_data(model, data, mask)
     if mask is not None:
         n_obs = jnp.sum(mask).astype(z_dtype)
     else:
@@ -207,20 +223,47 @@ def objective_parts(model: Model, z_dtype, fixed, data, mask, n_static):
     return data, n_obs, scale, neg_total
 
 
-def make_solver(model: Model, opt, max_iter: int, gtol: float, ftol: float, n_static, trace_len: int = 0):
-    """Build the traceable single-dataset fit: (z0, fixed, data, mask) -> outputs."""
-    spec = model.spec
+class _Stages:
+    """One fit split into start / iterate / finish, each a per-dataset function.
 
-    def solve(z0, fixed, data, mask):
-        dtype = z0.dtype
-        data, n_obs, scale, neg_total = objective_parts(model, dtype, fixed, data, mask, n_static)
+    ``solve`` chains them in one while_loop (the plain path); ``fit_batch``'s
+    straggler compaction calls them separately on shrinking sets of datasets.
+    Every function takes ``(..., z0, fixed, data, mask)`` for one dataset.
+    """
+
+    def __init__(self, model: Model, opt, max_iter, gtol, ftol, n_static, trace_len=0, ready=False):
+        self.model, self.opt = model, opt
+        self.max_iter, self.gtol, self.ftol = max_iter, gtol, ftol
+        self.n_static, self.trace_len, self.ready = n_static, trace_len, ready
+
+    def parts(self, z0, fixed, data, mask):
+        data, n_obs, scale, neg_total = objective_parts(
+            self.model, z0.dtype, fixed, data, mask, self.n_static, self.ready)
 
         def objective(z, _):
             return neg_total(z) / scale
 
-        bundle = _opt.FitData(fixed, data, mask)
-        state, n_iter, status, buf = minimize(opt, objective, z0, bundle, max_iter, gtol, ftol, trace_len)
+        return objective, _opt.FitData(fixed, data, mask), n_obs, scale, neg_total
 
+    def start(self, z0, fixed, data, mask):
+        objective, bundle, *_ = self.parts(z0, fixed, data, mask)
+        return loop_start(self.opt, objective, z0, bundle, self.gtol, self.trace_len)
+
+    def body(self, carry, z0, fixed, data, mask):
+        objective, bundle, *_ = self.parts(z0, fixed, data, mask)
+        return loop_body(self.opt, objective, carry, bundle, self.max_iter, self.gtol, self.ftol)
+
+    def solve(self, z0, fixed, data, mask):
+        objective, bundle, *_ = self.parts(z0, fixed, data, mask)
+        carry = minimize(self.opt, objective, z0, bundle, self.max_iter, self.gtol, self.ftol, self.trace_len)
+        return self.finish(carry, z0, fixed, data, mask)
+
+    def finish(self, carry, z0, fixed, data, mask):
+        """Estimates, covariance and the final status checks from the loop's carry."""
+        model, opt, spec = self.model, self.opt, self.model.spec
+        objective, bundle, n_obs, scale, neg_total = self.parts(z0, fixed, data, mask)
+        state, n_iter, status, buf = carry
+        dtype = z0.dtype
         z = state.z
         params = spec.to_params(z, fixed)
         # Every optimizer's state.f is the objective at state.z: no extra pass needed.
@@ -271,17 +314,85 @@ def make_solver(model: Model, opt, max_iter: int, gtol: float, ftol: float, n_st
             "trace": None if buf is None else {"logpost": -buf[:, 0] * scale, "grad_norm": buf[:, 1] * scale},
         }
 
-    return solve
+
+class _BatchFitter:
+    """A batched fit in three compiled stages, optionally regrouping stragglers.
+
+    ``start`` and ``finish`` run on the whole batch; ``advance`` iterates. Under
+    vmap a while_loop runs until its slowest lane is done and every step costs the
+    full batch. With ``compact`` the batch iterates until at most an eighth of its
+    lanes are still running; those are gathered into a bucket of the next power of
+    two (at least ``min_bucket``; few sizes, so few compilations) which continues,
+    and so on. Each dataset runs exactly the steps it would run in the full batch,
+    and both modes share the start and finish programs, so results are identical.
+    """
+
+    shrink = 8
+
+    def __init__(self, stages: _Stages, masked: bool, compact: bool, min_bucket: int = 64):
+        ax = (0, 0, 0, 0 if masked else None)
+        self.compact, self.min_bucket = compact, min_bucket
+        # The data is made ready (masked entries replaced, model.prepare applied)
+        # once; the stages take it as it is.
+        model = stages.model
+        self.ready = jax.jit(jax.vmap(lambda d, m: ready_data(model, d, m), in_axes=ax[2:]))
+        stages = _Stages(model, stages.opt, stages.max_iter, stages.gtol, stages.ftol, stages.n_static,
+                         stages.trace_len, ready=True)
+        self.start = jax.jit(jax.vmap(stages.start, in_axes=ax))
+        self.finish = jax.jit(jax.vmap(stages.finish, in_axes=(0,) + ax))
+        body = jax.vmap(stages.body, in_axes=(0,) + ax)
+
+        def advance(carry, z0, fixed, data, mask, threshold):
+            def step(c):
+                new = body(c, z0, fixed, data, mask)
+                run = c[2] == RUNNING
+                return jax.tree_util.tree_map(
+                    lambda a, b: jnp.where(run.reshape(run.shape + (1,) * (a.ndim - 1)), a, b), new, c)
+
+            return jax.lax.while_loop(lambda c: jnp.sum(c[2] == RUNNING) > threshold, step, carry)
+
+        self.advance = jax.jit(advance)
+
+    def _size(self, n):
+        return max(self.min_bucket, 1 << (int(n) - 1).bit_length())
+
+    def __call__(self, z0, fixed, data, mask):
+        args = (z0, fixed, self.ready(data, mask), mask)
+        carry = self.start(*args)
+        sub, sub_args, lanes = carry, args, None
+
+        def take(tree, idx):
+            return jax.tree_util.tree_map(lambda a: a[idx], tree)
+
+        while True:
+            size = sub_args[0].shape[0]
+            threshold = size // self.shrink if self.compact and size >= self.shrink * self.min_bucket else 0
+            sub = self.advance(sub, *sub_args, threshold)
+            running = np.asarray(sub[2]) == RUNNING
+            if lanes is None:
+                carry, live = sub, np.flatnonzero(running)
+            else:
+                n = lanes.size
+                carry = jax.tree_util.tree_map(lambda a, b: a.at[lanes].set(b[:n]), carry, sub)
+                live = lanes[running[:n]]
+            if live.size == 0:
+                break
+            # Pad the bucket by repeating a live dataset; only the first copies count.
+            idx = np.concatenate([live, np.full(self._size(live.size) - live.size, live[-1])])
+            sub, sub_args, lanes = take(carry, idx), take(args, idx), live
+        return self.finish(carry, *args)
 
 
-def _compiled(model: Model, opt, max_iter, gtol, ftol, n_static, masked: bool, batched: bool, trace_len=0):
-    key = (opt, max_iter, gtol, ftol, n_static, masked, batched, trace_len)
+def _compiled(model: Model, opt, max_iter, gtol, ftol, n_static, masked: bool, batched: bool, trace_len=0,
+              compact: bool = False):
+    key = (opt, max_iter, gtol, ftol, n_static, masked, batched, trace_len, compact)
     fn = model._compiled.get(key)
     if fn is None:
-        solve = make_solver(model, opt, max_iter, gtol, ftol, n_static, trace_len)
+        stages = _Stages(model, opt, max_iter, gtol, ftol, n_static, trace_len)
         if batched:
-            solve = jax.vmap(solve, in_axes=(0, 0, 0, 0 if masked else None))
-        fn = jax.jit(solve)
+            fn = _BatchFitter(stages, masked, compact)
+        else:
+            fn = jax.jit(stages.solve)
         model._compiled[key] = fn
     return fn
 
@@ -450,6 +561,7 @@ def fit_batch(
     chunk_size: int | None = None,
     progress: bool | None = None,
     mesh=None,
+    compact: bool | None = None,
 ) -> BatchFitResult:
     """Fit the same model to B datasets in one compiled, vectorised call.
 
@@ -474,6 +586,12 @@ def fit_batch(
         mesh: a ``jax.sharding.Mesh`` whose first axis shards the batch; default all
             local devices when there is more than one. B is padded to a multiple of
             the device count and results are identical to one device.
+        compact: regroup the datasets still iterating into smaller batches as the
+            others finish, so a few slow fits do not make every step cost the whole
+            batch (see README, "Stragglers"); each dataset runs the same steps and
+            gets the same result. Each bucket size compiles once (cached like the
+            rest). Default: on for batches of at least 1024 datasets on one
+            device; off when sharding over several devices.
 
     Returns:
         A ``BatchFitResult`` whose fields have a leading axis B.
@@ -501,7 +619,12 @@ def fit_batch(
     leaves = model.spec.natural_leaves(init, batch=B)
     z0 = jax.vmap(lambda *ls: model.spec.to_z(ls, dtype))(*leaves)
     fixed = model.spec.fixed_values(leaves, dtype)
-    fn = _compiled(model, opt, max_iter, gtol, ftol, n_static, mask is not None, True, int(trace))
+    mesh = _default_mesh(mesh)
+    if compact is None:
+        per_call = B if chunk_size is None else min(int(chunk_size), B)
+        compact = mesh is None and per_call >= 1024
+    fn = _compiled(model, opt, max_iter, gtol, ftol, n_static, mask is not None, True, int(trace),
+                   bool(compact) and mesh is None)
     out = _run_chunks(fn, (z0, fixed, data, mask), B, chunk_size, progress, mesh)
     return BatchFitResult._from_outputs(model, opt.name, out)._attach(data, mask, n_terms)
 

@@ -42,6 +42,12 @@ class Model:
         em_step: optional ``em_step(params, data, mask) -> params`` enabling method="em".
         init_fn: optional ``init_fn(key, data) -> params`` drawing random start values
             for ``fit(..., n_starts=...)`` (default: jitter the spec's start).
+        prepare: optional ``prepare(data) -> data`` for work that depends on the data
+            alone (features such as sin(w t), log-factorials of counts): it runs once
+            per fit, before the optimizer loop, and ``loglik`` (and ``em_step``)
+            receive its output. Inside ``loglik`` such work would be redone at every
+            evaluation. Its output must keep one entry per observation on the
+            leading axis.
 
     Example:
         >>> def loglik(p, x):
@@ -58,11 +64,14 @@ class Model:
         validate: Callable[[Any, bool], None] | None = None,
         em_step: Callable | None = None,
         init_fn: Callable | None = None,
+        prepare: Callable | None = None,
     ):
         if not callable(loglik):
             raise TypeError("loglik must be a function loglik(params, data)")
         if log_prior is not None and not callable(log_prior):
             raise TypeError("log_prior must be a function log_prior(params)")
+        if prepare is not None and not callable(prepare):
+            raise TypeError("prepare must be a function prepare(data) -> data")
         self.loglik = loglik
         self.spec = ParamSpec(spec)
         self.log_prior = log_prior
@@ -70,6 +79,7 @@ class Model:
         self.validate = validate
         self.em_step = em_step
         self.init_fn = init_fn
+        self.prepare = prepare
         self._compiled: dict = {}
         self._checked: dict = {}
 
@@ -84,6 +94,10 @@ class Model:
 
     def __repr__(self):
         return f"Model({self.name}, params={self.spec.leaf_names})"
+
+    def prepared(self, data):
+        """``prepare(data)`` when the model has a ``prepare`` step, else ``data``."""
+        return data if self.prepare is None else self.prepare(data)
 
     # -- output checks -----------------------------------------------------
     def check_output(self, data, dtype, masked: bool) -> int | None:
@@ -104,7 +118,7 @@ class Model:
             [jax.ShapeDtypeStruct(s, dtype) for s in self.spec.shapes]
         )
         try:
-            out = jax.eval_shape(self.loglik, params, data)
+            out = jax.eval_shape(lambda p, d: self.loglik(p, self.prepared(d)), params, data)
         except (jax.errors.ConcretizationTypeError, jax.errors.TracerBoolConversionError,
                 jax.errors.TracerIntegerConversionError) as e:
             raise TypeError(

@@ -135,6 +135,7 @@ def derived(result, fn):
 
 def _robust_single(model, z, fixed, data, mask):
     spec = model.spec
+    data = model.prepared(data)
 
     def terms(zz):
         t = model.loglik(spec.to_params(zz, fixed), data)

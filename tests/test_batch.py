@@ -160,3 +160,59 @@ def test_pad_errors():
         jm.pad([np.ones(3), np.ones(0)])
     with pytest.raises(ValueError, match="first axis"):
         jm.pad([np.ones((3, 2)), np.ones((3, 3))])
+
+
+def _heavy_tailed_logistic(B=1024, n=60, k=3, seed=3):
+    """Logistic datasets, a few of them nearly separable (many more Newton steps)."""
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(B, n, k))
+    X[..., 0] = 1.0
+    beta = rng.normal(0.0, 0.5, (B, k))
+    beta[rng.choice(B, B // 30, replace=False)] *= 8.0
+    y = (rng.uniform(size=(B, n)) < 1 / (1 + np.exp(-np.einsum("bnk,bk->bn", X, beta)))).astype(float)
+    lengths = rng.integers(n // 2, n + 1, B)
+    mask = np.arange(n)[None, :] < lengths[:, None]
+    return {"X": jnp.asarray(X), "y": jnp.asarray(y)}, jnp.asarray(mask)
+
+
+def _assert_identical(a, b):
+    for field in ("params", "cov", "loglik", "status", "n_iter", "evals", "grad_norm", "trace"):
+        for u, v in zip(jax.tree_util.tree_leaves(getattr(a, field)), jax.tree_util.tree_leaves(getattr(b, field))):
+            np.testing.assert_array_equal(np.asarray(u), np.asarray(v), err_msg=field)
+
+
+def test_straggler_compaction_is_identical_to_plain_vmap():
+    data, mask = _heavy_tailed_logistic()
+    model = logistic_model(3)
+    plain = jm.fit_batch(model, data, mask=mask, compact=False, trace=6)
+    packed = jm.fit_batch(model, data, mask=mask, compact=True, trace=6)
+    it = np.asarray(plain.n_iter)
+    assert it.max() >= 2 * np.median(it)          # the batch really is heavy-tailed
+    _assert_identical(plain, packed)
+    fn = next(f for f in model._compiled.values() if isinstance(f, jm._fit._BatchFitter) and f.compact)
+    assert fn.advance._cache_size() >= 2          # stragglers moved to a smaller bucket
+    # Chunked and compacted: the same steps. Chunks change the batch shape of every
+    # program, and XLA may then round a reduction differently (a few ulps).
+    chunked = jm.fit_batch(model, data, mask=mask, compact=True, trace=6, chunk_size=512)
+    for field in ("status", "n_iter", "evals"):
+        np.testing.assert_array_equal(getattr(plain, field), getattr(chunked, field))
+    np.testing.assert_allclose(chunked.params["beta"], plain.params["beta"], rtol=1e-12)
+    np.testing.assert_allclose(chunked.loglik, plain.loglik, rtol=1e-14)
+
+
+def test_compaction_does_not_retrace():
+    traces = []
+
+    def loglik(p, d):
+        traces.append(1)
+        eta = d["X"] @ p["beta"]
+        return d["y"] * eta - jnp.logaddexp(0.0, eta)
+
+    model = jm.Model(loglik, {"beta": jnp.zeros(3)})
+    data, mask = _heavy_tailed_logistic()
+    jm.fit_batch(model, data, mask=mask, compact=True)
+    after_first = len(traces)
+    # New data of the same shape, and as many stragglers (the same bucket sizes).
+    other, _ = _heavy_tailed_logistic(seed=4)
+    jm.fit_batch(model, other, mask=mask, compact=True)
+    assert len(traces) == after_first

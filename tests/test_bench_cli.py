@@ -20,7 +20,10 @@ def test_compare_rows_and_reference():
         assert row["grad evals"] >= row["iters (median)"]
         assert row["loglik gap"] < 1e-6     # every method reaches the closed-form optimum
     newton = table.rows[0]
-    assert newton["hess evals"] == newton["iters (median)"] + 1
+    # One (f, gradient, Hessian) pass per step, plus one per step that backtracked;
+    # shortened trial steps cost objective evaluations only.
+    assert newton["hess evals"] >= newton["iters (median)"] + 1
+    assert newton["f evals"] >= newton["grad evals"] == newton["hess evals"]
     md = table.to_markdown()
     assert md.count("\n") == len(table.rows) + 1 and "| newton |" in md
     assert json.loads(table.to_json())["rows"][0]["method"] == "newton"

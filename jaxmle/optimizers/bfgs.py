@@ -28,11 +28,11 @@ class BFGS(Optimizer):
         scale = 1.0 / jnp.maximum(1.0, jnp.max(jnp.abs(g)))
         return (jnp.eye(z0.shape[0], dtype=z0.dtype) * scale, jnp.ones((), bool))
 
-    def step(self, objective, state: OptState, data) -> OptState:
+    def step(self, objective, state: OptState, data, active=True) -> OptState:
         Hinv, fresh = state.extra
         z0, g0 = state.z, state.grad
         d = -Hinv @ g0
-        z, f, ok, n_ls = backtracking(objective, data, z0, state.f, g0, d, self.max_backtracks)
+        z, f, ok, n_ls = backtracking(objective, data, z0, state.f, g0, d, self.max_backtracks, active=active)
         g = jax.grad(objective)(z, data)
         s, y = z - z0, g - g0
         sy = jnp.vdot(s, y)

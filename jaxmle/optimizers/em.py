@@ -29,7 +29,7 @@ class EM(Optimizer):
     def default_gtol(self, dtype) -> float:
         return 1e-7 if jnp.finfo(dtype).bits == 64 else 1e-4
 
-    def step(self, objective, state: OptState, data) -> OptState:
+    def step(self, objective, state: OptState, data, active=True) -> OptState:
         spec = self.model.spec
         params = spec.to_params(state.z, data.fixed)
         new = self.model.em_step(params, data.data, data.mask)

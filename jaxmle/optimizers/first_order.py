@@ -26,7 +26,7 @@ class _OptaxFirstOrder(Optimizer):
     def init_extra(self, z0, g):
         return self._tx().init(z0)
 
-    def step(self, objective, state: OptState, data) -> OptState:
+    def step(self, objective, state: OptState, data, active=True) -> OptState:
         def fn(z):
             return objective(z, data)
 

@@ -7,18 +7,18 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from ._base import Optimizer, OptState, backtracking, count, descent_direction, value_grad_hessian
+from ._base import (Optimizer, OptState, backtracking, count, descent_direction, lane_while,
+                    value_grad_hessian)
 
 
 def newton_direction(H, g):
     """Newton direction -H^-1 g, with the eigenvalue fix when H is not positive definite.
 
-    The Cholesky solve is the fast path. Lanes where it fails use the eigenvalue fix
-    (``modified_newton_direction``); the others feed the identity to the
-    eigendecomposition, which LAPACK then finishes almost for free, so a batch of
-    positive-definite Hessians costs little more than its Cholesky factorisations.
-    The eigendecomposition's input depends on the Cholesky solve, which keeps the
-    LAPACK calls strictly sequential: with jax 0.10.2, LAPACK calls free to run
+    The Cholesky solve is the fast path. Fits where it fails use the eigenvalue fix
+    (``modified_newton_direction``), computed only when some fit needs it, so a
+    batch of positive-definite Hessians costs its Cholesky factorisations alone.
+    The eigendecomposition comes after the Cholesky solve, which keeps the LAPACK
+    calls strictly sequential: with jax 0.10.2, LAPACK calls free to run
     concurrently in one vmapped program (e.g. a triangular solve beside an eigh)
     intermittently deadlocked XLA:CPU on repeated execution.
     """
@@ -27,10 +27,15 @@ def newton_direction(H, g):
     ok = jnp.all(jnp.isfinite(L))
     eye = jnp.eye(H.shape[0], dtype=H.dtype)
     d_chol = -jax.scipy.linalg.cho_solve((jnp.where(ok, L, eye), True), g)
-    # Feeding d_chol into the eigendecomposition's input orders the LAPACK calls.
+    # The eigendecomposition runs only while some fit needs it (under vmap: in
+    # iterations where any fit's Hessian is not positive definite). Its input
+    # depends on the Cholesky solve, which orders the LAPACK calls.
     use_chol = ok & jnp.all(jnp.isfinite(d_chol))
-    d_eig = modified_newton_direction(jnp.where(use_chol, eye, H), g)
-    return jnp.where(use_chol, d_chol, d_eig)
+
+    def fix(c):
+        return jnp.zeros((), bool), modified_newton_direction(jnp.where(c[0], H, eye), g)
+
+    return lane_while(lambda c: c[0], fix, (~use_chol, d_chol))[1]
 
 
 def modified_newton_direction(H, g, rel_floor=1e-10):
@@ -66,33 +71,29 @@ class Newton(Optimizer):
         f, g, H = value_grad_hessian(objective, z0, data)
         return OptState(z0, f, g, jnp.zeros((), bool), H, count(1, 1, 1))
 
-    def step(self, objective, state: OptState, data) -> OptState:
-        z0, f0, g0 = state.z, state.f, state.grad
+    def step(self, objective, state: OptState, data, active=True) -> OptState:
+        z0, g0 = state.z, state.grad
         d = descent_direction(g0, newton_direction(state.extra, g0))
-        slope = jnp.vdot(g0, d)
-        slack = 4 * jnp.finfo(f0.dtype).eps * jnp.abs(f0)
+        # The full step is tried with the (f, gradient, Hessian) pass the next step
+        # needs anyway, so an accepted full step (the common case) costs one pass
+        # and no separate objective evaluation.
+        f1, g1, H1 = value_grad_hessian(objective, z0 + d, data)
+        z, _, ok, n_ls = backtracking(objective, data, z0, state.f, g0, d, self.max_backtracks, f1=f1,
+                                     active=active)
+        # After a backtrack the pass is redone at the accepted point; under vmap this
+        # costs a pass only in iterations where some fit backtracked.
+        redo = ok & (n_ls > 1) & active
 
-        def accept(alpha, f):
-            return jnp.isfinite(f) & (f <= f0 + 1e-4 * alpha * slope + slack)
+        def again(c):
+            # The point depends on the loop's flag, so XLA cannot hoist the pass out
+            # of the loop (and run it every step).
+            return (jnp.zeros((), bool), c[1]) + value_grad_hessian(objective, jnp.where(c[0], c[1], z0), data)
 
-        def trial(alpha):
-            return value_grad_hessian(objective, z0 + alpha * d, data)
-
-        def cond(c):
-            return (~c[1]) & (c[2] < self.max_backtracks)
-
-        def body(c):
-            alpha = c[0] * 0.5
-            f, g, H = trial(alpha)
-            return alpha, accept(alpha, f), c[2] + 1, f, g, H
-
-        one = jnp.ones((), f0.dtype)
-        f1, g1, H1 = trial(one)
-        alpha, ok, k, f, g, H = jax.lax.while_loop(cond, body, (one, accept(one, f1), 0, f1, g1, H1))
-        z = jnp.where(ok, z0 + alpha * d, z0)
-        f, g, H = (jnp.where(ok, a, b) for a, b in ((f, f0), (g, g0), (H, state.extra)))
-        n = k + 1
-        return OptState(z, f, g, ~ok, H, count(n, n, n, state.evals))
+        _, _, f, g, H = lane_while(lambda c: c[0], again, (redo, z, f1, g1, H1))
+        # A failed search keeps the old point and what is known about it.
+        f, g, H = (jnp.where(ok, a, b) for a, b in ((f, state.f), (g, g0), (H, state.extra)))
+        extra = redo.astype(jnp.int32)
+        return OptState(z, f, g, ~ok, H, count(n_ls + extra, 1 + extra, 1 + extra, state.evals))
 
     def hessian(self, state: OptState):
         return state.extra
