@@ -11,6 +11,7 @@ from ._model import Model
 from ._params import Fixed, Interval, Positive, PositiveDefinite, Simplex
 from ._result import BatchFitResult, FitResult
 from ._status import ConvergenceWarning, Status
+from ._status import message as status_message
 from .distributions import closed_form, fit_distribution
 from .inference import BootstrapResult, LRTResult, bootstrap, lr_test
 
@@ -30,6 +31,7 @@ __all__ = [
     "BatchFitResult",
     "Status",
     "ConvergenceWarning",
+    "status_message",
     "lr_test",
     "bootstrap",
     "BootstrapResult",

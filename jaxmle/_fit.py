@@ -57,10 +57,37 @@ def _as_arrays(data, what="data"):
             ) from None
         if not (jnp.issubdtype(arr.dtype, jnp.number) or arr.dtype == bool):
             raise TypeError(f"{what} has non-numeric dtype {arr.dtype}")
+        if jnp.issubdtype(arr.dtype, jnp.complexfloating):
+            raise TypeError(f"{what} has complex dtype {arr.dtype}: log-likelihoods need real data")
+        if jnp.issubdtype(arr.dtype, jnp.integer):
+            arr = _widen_integers(leaf, arr, what)
         if arr.size == 0:
             raise ValueError(f"{what} has an empty leaf of shape {arr.shape}: nothing to fit")
         out.append(arr)
     return jax.tree_util.tree_unflatten(treedef, out)
+
+
+def _widen_integers(leaf, arr, what):
+    """Integer data at the default integer width (see docs/errors.md, "Integer data").
+
+    Narrow types would wrap around inside the log-density (a uint8 count of 255
+    plus one is 0); 64-bit values that JAX would silently truncate to int32 (without
+    jax_enable_x64) are an error.
+    """
+    target = jax.dtypes.canonicalize_dtype(jnp.int64)
+    info = np.iinfo(target)
+    host = np.asarray(leaf) if not isinstance(leaf, jax.Array) else None
+    if host is not None and host.size and np.issubdtype(host.dtype, np.integer) and (
+        host.min() < info.min or host.max() > info.max
+    ):
+        raise ValueError(
+            f"integer {what} hold values up to {host.max()} that exceed the {target.name} range JAX "
+            "uses here; pass them as floats, or enable 64-bit mode with "
+            "jax.config.update('jax_enable_x64', True)"
+        )
+    if jnp.iinfo(arr.dtype).bits < info.bits or arr.dtype != target:
+        arr = arr.astype(target)
+    return arr
 
 
 def _nonfinite_report(data, mask=None):
@@ -154,6 +181,10 @@ def loop_body(opt, objective, carry, data, max_iter: int, gtol: float, ftol: flo
     floor = (df <= ftol * fs) & (gs <= FLOOR * gtol * fs)
     conv = (gs <= gtol * fs) | (moved & floor)
     stuck = new.ls_failed | ~moved
+    # A line search comparing objective values rounded to eps cannot resolve a
+    # gradient below about sqrt(eps): stalling there is the dtype's limit, not a
+    # rough objective.
+    noise = float(np.sqrt(jnp.finfo(new.f.dtype).eps))
     status = jnp.where(
         ~finite,
         Status.NONFINITE,
@@ -162,7 +193,8 @@ def loop_body(opt, objective, carry, data, max_iter: int, gtol: float, ftol: flo
             Status.CONVERGED,
             jnp.where(
                 stuck,
-                jnp.where(gs <= FLOOR * gtol * fs, Status.CONVERGED, Status.LINESEARCH_FAILED),
+                jnp.where(gs <= FLOOR * gtol * fs, Status.CONVERGED,
+                          jnp.where(gs <= noise * fs, Status.PRECISION_LIMIT, Status.LINESEARCH_FAILED)),
                 jnp.where(it >= max_iter, Status.MAX_ITER, RUNNING),
             ),
         ),
@@ -516,7 +548,7 @@ def _multistart(model, data, method, init, max_iter, tol, ftol, mask, warn, n_st
     batch = fit_batch(model, reps, method=method, init=init_tree, max_iter=max_iter, tol=tol, ftol=ftol, mask=rmask)
     status = np.asarray(batch.status)
     lp = np.where(np.isfinite(np.asarray(batch.logpost)), np.asarray(batch.logpost), -np.inf)
-    usable = (status == Status.CONVERGED) | (status == Status.AT_BOUNDARY) | (status == Status.HESSIAN_NOT_PD)
+    usable = np.isin(status, [Status.CONVERGED, Status.AT_BOUNDARY, Status.HESSIAN_NOT_PD, Status.PRECISION_LIMIT])
     pool = np.where(usable, lp, -np.inf) if usable.any() else lp
     best = int(np.argmax(pool))
     at_best = usable & (np.abs(lp - lp[best]) <= 1e-6 * max(1.0, abs(lp[best])))

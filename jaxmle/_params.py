@@ -102,7 +102,12 @@ class Interval(Constraint):
     """
 
     def __init__(self, lo=0.0, hi=1.0, init=None):
-        lo, hi = float(lo), float(hi)
+        try:
+            lo, hi = float(lo), float(hi)
+        except (TypeError, ValueError):
+            raise TypeError(
+                f"Interval bounds must be numbers, got lo={lo!r}, hi={hi!r}"
+            ) from None
         if math.isnan(lo) or math.isnan(hi) or not lo < hi:
             raise ValueError(
                 f"Interval(lo={lo}, hi={hi}): lo must be strictly less than hi; "
@@ -302,6 +307,8 @@ class ParamSpec:
             name = _path_name(path)
             con = leaf if _is_constraint(leaf) else Real(leaf)
             try:
+                if np.iscomplexobj(con.init):
+                    raise TypeError
                 value = np.asarray(con.init, dtype=float)
             except (TypeError, ValueError):
                 raise TypeError(

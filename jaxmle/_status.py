@@ -21,6 +21,7 @@ class Status(enum.IntEnum):
     LINESEARCH_FAILED = 3
     HESSIAN_NOT_PD = 4
     AT_BOUNDARY = 5
+    PRECISION_LIMIT = 6
 
 
 # Internal lane state while the loop runs; never reported to users.
@@ -38,6 +39,9 @@ MESSAGES = {
     Status.AT_BOUNDARY: "the maximum is on the edge of the parameter space: a parameter sits "
     "at its constraint's edge, or the likelihood keeps increasing towards infinity (e.g. "
     "complete separation); Wald standard errors are not valid there",
+    Status.PRECISION_LIMIT: "not converged to tol: the fit stalled with the gradient at the "
+    "rounding-noise level of its dtype (float32?); use float64 data with jax_enable_x64, "
+    "or loosen tol",
 }
 
 

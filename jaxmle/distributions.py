@@ -307,13 +307,20 @@ def _closed_form_result(name, x, batched):
     model = _model_for(name, (), {"low": 0.0, "high": 1.0})
     low, high = np.min(x, axis=-1), np.max(x, axis=-1)
     n = np.asarray(x.shape[-1], float) + 0 * low
-    ll = -n * np.log(high - low)
+    degenerate = ~(high > low)
+    if not batched and degenerate:
+        raise ValueError("uniform needs at least two distinct values: with all values equal the "
+                         "likelihood has no maximum (it grows without bound as low -> high)")
+    with np.errstate(divide="ignore"):
+        ll = -n * np.log(high - low)
     lead = np.shape(low)
     fields = dict(
         params={"low": jnp.asarray(low), "high": jnp.asarray(high)},
         z=jnp.stack([low, high], axis=-1), fixed=[], loglik=jnp.asarray(ll), logpost=jnp.asarray(ll),
         evals=jnp.zeros(lead + (3,), jnp.int32), trace=None,
-        status=jnp.full(lead, Status.AT_BOUNDARY, jnp.int32), n_iter=jnp.zeros(lead, jnp.int32),
+        # A sample of identical values has no maximum: NONFINITE for that dataset.
+        status=jnp.asarray(np.where(degenerate, Status.NONFINITE, Status.AT_BOUNDARY), jnp.int32),
+        n_iter=jnp.zeros(lead, jnp.int32),
         grad_norm=jnp.full(lead, jnp.nan), n_obs=jnp.asarray(n), cov=jnp.full(lead + (2, 2), jnp.nan),
         cond=jnp.full(lead, jnp.nan),
     )

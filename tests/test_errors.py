@@ -104,3 +104,56 @@ def test_init_unknown_name_and_scalar_batch_leaf():
         jm.fit(normal_model(), X, init={"nu": 1.0})
     with pytest.raises(ValueError, match="leading batch axis"):
         jm.fit_batch(jm.Model(lambda p, d: d["x"] * p["a"], {"a": 0.0}), {"x": jnp.ones((3, 2)), "n": jnp.array(2.0)})
+
+
+def test_float32_fit_that_cannot_reach_tol_says_so():
+    x = np.random.default_rng(0).normal(1000.0, 3.0, 500).astype(np.float32)
+    with pytest.warns(jm.ConvergenceWarning, match="PRECISION_LIMIT.*float64"):
+        res = jm.fit(normal_model(), jnp.asarray(x), tol=1e-8)
+    assert res.status == jm.Status.PRECISION_LIMIT
+    # The estimate is still as good as float32 allows.
+    np.testing.assert_allclose(res.params["mu"], x.astype(float).mean(), rtol=1e-6)
+    # The default float32 tolerance is reachable.
+    assert jm.fit(normal_model(), jnp.asarray(x)).status == jm.Status.CONVERGED
+
+
+def test_narrow_integer_counts_are_widened():
+    poisson = jm.Model(lambda p, k: stats.poisson.logpmf(k, p["lam"]), {"lam": jm.Positive(1.0)})
+    k = np.array([255, 250, 3], np.uint8)      # in uint8, 255 + 1 == 0 and log(256!) would be inf
+    res = jm.fit(poisson, k)
+    assert res.status == jm.Status.CONVERGED
+    np.testing.assert_allclose(res.params["lam"], k.astype(float).mean(), rtol=1e-9)
+    np.testing.assert_allclose(res.loglik, np.sum(__import__("scipy").stats.poisson.logpmf(k.astype(int), k.mean())), rtol=1e-12)
+
+
+def test_int64_data_too_large_for_int32_is_an_error():
+    poisson = jm.Model(lambda p, k: stats.poisson.logpmf(k, p["lam"]), {"lam": jm.Positive(1.0)})
+    jax.config.update("jax_enable_x64", False)
+    try:
+        with pytest.raises(ValueError, match="exceed the int32 range.*jax_enable_x64"):
+            jm.fit(poisson, np.array([2**40, 3], np.int64))
+    finally:
+        jax.config.update("jax_enable_x64", True)
+
+
+def test_complex_data_is_rejected():
+    with pytest.raises(TypeError, match="complex"):
+        jm.fit(normal_model(), X + 1j)
+
+
+def test_overflowing_objective_makes_the_line_search_back_off():
+    # From log-rate -30 the first Newton step lands near +5e13, where exp overflows to
+    # inf; the line search must shorten the step instead of returning NaN.
+    x = jnp.array([4.0, 7.0, 5.0, 3.0, 6.0])
+    model = jm.Model(lambda p, k: k * p["eta"] - jnp.exp(p["eta"]), {"eta": -30.0})
+    res = jm.fit(model, x, method="newton")
+    assert res.status == jm.Status.CONVERGED
+    np.testing.assert_allclose(res.params["eta"], np.log(5.0), rtol=1e-10)
+    assert int(res.evals[0]) > int(res.n_iter) + 10      # many shortened trial steps
+
+
+def test_uniform_with_identical_values():
+    with pytest.raises(ValueError, match="two distinct values"):
+        jm.fit_distribution("uniform", np.ones(4))
+    batch = jm.fit_distribution("uniform", np.array([[1.0, 1.0, 1.0], [0.0, 1.0, 2.0]]), batch=True)
+    assert batch.status.tolist() == [jm.Status.NONFINITE, jm.Status.AT_BOUNDARY]

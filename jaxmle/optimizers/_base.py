@@ -134,8 +134,8 @@ def backtracking(objective, data, z, f, g, d, max_steps=40, c1=1e-4, shrink=0.5,
     """Armijo backtracking along ``d`` from step length 1.
 
     A non-descent direction is replaced by steepest descent. Non-finite trial
-    values count as "too far", so an objective that overflows makes the search
-    back off instead of returning NaN. A slack of a few ulps of |f| accepts steps
+    values count as "too far" (the step then shrinks 10x instead of 2x), so an
+    objective that overflows makes the search back off instead of returning NaN. A slack of a few ulps of |f| accepts steps
     that only fail by roundoff near the optimum.
 
     Args:
@@ -161,8 +161,9 @@ def backtracking(objective, data, z, f, g, d, max_steps=40, c1=1e-4, shrink=0.5,
         return (~ok) & (k < max_steps) & active
 
     def body(c):
-        alpha, _, k, _ = c
-        alpha = alpha * shrink
+        alpha, f_prev, k, _ = c
+        # An overflowing trial (inf/NaN) says the step is far too long: shrink 10x.
+        alpha = alpha * jnp.where(jnp.isfinite(f_prev), shrink, 0.1)
         f_new = objective(z + alpha * d, data)
         return alpha, f_new, k + 1, accept(alpha, f_new)
 

@@ -1,0 +1,85 @@
+"""Peak memory of fit_batch with and without chunk_size, as the batch grows 10x.
+
+Each configuration runs in its own subprocess: it builds the star catalogue
+(B stars x 64 exposures), resets the kernel's peak-RSS counter (Linux
+/proc/self/clear_refs), runs ``jm.fit_batch`` and reads the peak back. The table
+reports the fit's working memory (peak RSS during the fit minus RSS before it), the
+data's own size and the run time. With ``chunk_size`` the working memory should stay
+flat as B grows; without it, it grows with B.
+
+    python benchmarks/chunk_memory.py [--batches 20000 200000] [--chunk 20000] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+
+CHILD = r"""
+import json, sys, time
+import jax
+jax.config.update("jax_enable_x64", True)
+import numpy as np
+import jaxmle as jm
+from jaxmle._demo import star_catalogue, star_model
+
+B, chunk = int(sys.argv[1]), (None if sys.argv[2] == "none" else int(sys.argv[2]))
+
+def status():
+    out = {}
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(("VmRSS", "VmHWM")):
+                k, v = line.split(":")
+                out[k] = int(v.split()[0]) * 1024
+    return out
+
+data, _ = star_catalogue(0, B, 64)
+data_bytes = sum(np.asarray(x).nbytes for x in jax.tree_util.tree_leaves(data))
+model = star_model()
+# Compile on a small batch of the same chunk shape first, so compilation is not counted.
+warm = chunk if chunk is not None else B
+small = jax.tree_util.tree_map(lambda a: a[: min(warm, B)], data)
+jm.fit_batch(model, small, chunk_size=chunk, progress=False).status.block_until_ready()
+del small
+with open("/proc/self/clear_refs", "w") as f:
+    f.write("5")
+before = status()["VmRSS"]
+t0 = time.perf_counter()
+res = jm.fit_batch(model, data, chunk_size=chunk, progress=False)
+res.status.block_until_ready()
+secs = time.perf_counter() - t0
+peak = status()["VmHWM"]
+print(json.dumps({"B": B, "chunk_size": chunk, "data_MB": data_bytes / 2**20,
+                  "fit_peak_MB": (peak - before) / 2**20, "run_s": secs,
+                  "converged": int(np.asarray(res.converged).sum())}))
+"""
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--batches", type=int, nargs="+", default=[20_000, 200_000])
+    ap.add_argument("--chunk", type=int, default=20_000)
+    ap.add_argument("--json", default="benchmarks/results/chunk_memory.json")
+    args = ap.parse_args()
+    sys.path.insert(0, "benchmarks")
+    from _common import print_table, write_json
+
+    rows = []
+    for chunk in (None, args.chunk):
+        for B in args.batches:
+            out = subprocess.run([sys.executable, "-c", CHILD, str(B), "none" if chunk is None else str(chunk)],
+                                 capture_output=True, text=True, check=True)
+            row = json.loads(out.stdout.strip().splitlines()[-1])
+            row["chunk_size"] = row["chunk_size"] or "none"
+            rows.append(row)
+            print(f"  B={B:,} chunk={row['chunk_size']}: fit peak {row['fit_peak_MB']:.0f} MB", file=sys.stderr)
+    print("\nstar catalogue (64 exposures), float64; 'fit peak MB' = peak RSS during fit_batch minus RSS before it\n")
+    print_table(rows, ["B", "chunk_size", "data_MB", "fit_peak_MB", "run_s", "converged"])
+    write_json(args.json, {"args": vars(args), "rows": rows})
+
+
+if __name__ == "__main__":
+    main()
