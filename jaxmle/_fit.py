@@ -90,22 +90,38 @@ def _widen_integers(leaf, arr, what):
     return arr
 
 
+@jax.jit
+def _finite_where_used(leaf, mask):
+    """True when every entry of ``leaf`` at a used (unmasked) position is finite.
+
+    One fused reduction on the device: no host copy of the data, no full-size
+    temporaries (this runs on every fit_batch call, on the whole batch).
+    """
+    finite = jnp.isfinite(leaf)
+    if mask is not None:
+        finite = finite | ~mask.reshape(mask.shape + (1,) * (leaf.ndim - mask.ndim))
+    return jnp.all(finite)
+
+
 def _nonfinite_report(data, mask=None):
     """Names of data leaves with NaN/inf at unmasked positions (host check)."""
     bad = []
+    m = None if mask is None else jnp.asarray(mask, bool)
     for path, leaf in jax.tree_util.tree_flatten_with_path(data)[0]:
         if not jnp.issubdtype(leaf.dtype, jnp.floating):
             continue
+        use = m if m is not None and leaf.shape[: m.ndim] == m.shape else None
+        if bool(_finite_where_used(leaf, use)):
+            continue
+        # Only a failing leaf is copied to the host, to say where.
         arr = np.asarray(leaf)
         finite = np.isfinite(arr)
-        if mask is not None:
-            m = np.asarray(mask, bool)
-            if arr.shape[: m.ndim] == m.shape:
-                finite = finite | ~m.reshape(m.shape + (1,) * (arr.ndim - m.ndim))
-        if not finite.all():
-            where = np.argwhere(~finite)[:3].tolist()
-            name = jax.tree_util.keystr(path) or "data"
-            bad.append(f"{name} ({(~finite).sum()} values, first at {where})")
+        if use is not None:
+            u = np.asarray(use)
+            finite = finite | ~u.reshape(u.shape + (1,) * (arr.ndim - u.ndim))
+        where = np.argwhere(~finite)[:3].tolist()
+        name = jax.tree_util.keystr(path) or "data"
+        bad.append(f"{name} ({(~finite).sum()} values, first at {where})")
     return bad
 
 
@@ -702,18 +718,25 @@ def _run_chunks(fn, args, B: int, chunk_size, progress, mesh):
         from tqdm.auto import tqdm
 
         chunks = tqdm(chunks, desc="fit_batch", unit="chunk")
-    outs = []
+    merged = None
     for c in chunks:
         part = jax.tree_util.tree_map(lambda a: a[c * size : (c + 1) * size], args)
         if sharding is not None:
             part = jax.device_put(part, sharding)
         out = fn(*part)
-        # Move each chunk's results to the host so device memory stays bounded.
-        outs.append(jax.tree_util.tree_map(np.asarray, out) if n_chunks > 1 else out)
-    if len(outs) == 1:
-        merged = outs[0]
-    else:
-        merged = jax.tree_util.tree_map(lambda *xs: jnp.asarray(np.concatenate(xs, axis=0)), *outs)
+        if n_chunks == 1:
+            merged = out
+            break
+        # Each chunk's results go straight into one preallocated host array per
+        # field, so memory stays bounded (no list of chunks, no concatenated copy).
+        host = jax.tree_util.tree_map(np.asarray, out)
+        if merged is None:
+            merged = jax.tree_util.tree_map(lambda h: np.empty((total,) + h.shape[1:], h.dtype), host)
+        for dst, h in zip(jax.tree_util.tree_leaves(merged), jax.tree_util.tree_leaves(host)):
+            dst[c * size : (c + 1) * size] = h
+        del out, host
+    if n_chunks > 1:
+        return jax.tree_util.tree_map(lambda a: jnp.asarray(a[:B]), merged)
     return jax.tree_util.tree_map(lambda a: a[:B], merged)
 
 
