@@ -141,6 +141,38 @@ def test_fuzz_fit_batch(model, data, nan_policy, mask, chunk):
                                                        chunk_size=chunk, progress=False))] += 1
 
 
+@settings(max_examples=25, deadline=None, derandomize=True)
+@given(seed=st.integers(0, 2**32 - 1), n_bad=st.integers(0, 3), masked=st.booleans())
+def test_fuzz_poisoned_batches_leave_other_datasets_unharmed(seed, n_bad, masked):
+    """Random NaN/inf sprinkled into some datasets (fixed shape, so one compilation):
+    with nan_policy="status" those end NONFINITE unless their bad values are masked,
+    and every other dataset's fit equals its fit in a clean batch."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(rng.uniform(-3, 3), rng.uniform(0.5, 2), (8, 12))
+    clean = jm.fit_batch(NORMAL, x)
+    bad_rows = rng.choice(8, n_bad, replace=False)
+    poisoned = x.copy()
+    mask = np.ones_like(x, bool)
+    for r in bad_rows:
+        cols = rng.choice(12, rng.integers(1, 4), replace=False)
+        poisoned[r, cols] = rng.choice([np.nan, np.inf, -np.inf], cols.size)
+        if masked:
+            mask[r, cols] = False
+    if masked:
+        res = jm.fit_batch(NORMAL, poisoned, mask=mask, nan_policy="status")
+        ref = jm.fit_batch(NORMAL, x, mask=mask)
+    else:
+        res = jm.fit_batch(NORMAL, poisoned, nan_policy="status")
+        ref = clean
+    good = np.setdiff1d(np.arange(8), bad_rows) if not masked else np.arange(8)
+    np.testing.assert_array_equal(np.asarray(res.status)[good], np.asarray(ref.status)[good])
+    for k in ("mu", "sigma"):
+        np.testing.assert_array_equal(np.asarray(res.params[k])[good], np.asarray(ref.params[k])[good])
+    if not masked and n_bad:
+        assert (np.asarray(res.status)[bad_rows] == jm.Status.NONFINITE).all()
+    TALLY[f"poisoned batch ({'masked' if masked else 'status'})"] += 1
+
+
 @FUZZ
 @given(lines=st.lists(st.one_of(st.text(alphabet="0123456789.,-e naNinf", max_size=12), st.just("")), max_size=8),
        dist=st.sampled_from(["normal", "poisson", "exponential", "uniform", "nope"]),
