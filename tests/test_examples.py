@@ -17,6 +17,7 @@ EXPECT = {
     "mixture.py": ["em", "newton", "adam", "random starts as one batch"],
     "map_vs_mle.py": ["MLE", "MAP"],
     "survival.py": ["ties = breslow", "ties = efron", "hazard ratios"],
+    "sharded_batch.py": ["process 0 of 1", "stars fitted", "CONVERGED"],
 }
 
 
