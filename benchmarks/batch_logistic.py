@@ -25,11 +25,14 @@ from _common import print_table, timed, write_json  # noqa: E402
 GTOL = 1e-9   # jaxmle's float64 default for Newton
 
 
-def make_data(B, n, k, seed=0):
+def make_data(B, n, k, seed=0, hard=0.0):
+    """B logistic datasets; a fraction ``hard`` gets coefficients x8 (nearly separable)."""
     rng = np.random.default_rng(seed)
     X = rng.normal(size=(B, n, k))
     X[..., 0] = 1.0
     beta = rng.normal(0.0, 0.5, size=(B, k))
+    if hard:
+        beta[rng.choice(B, int(round(hard * B)), replace=False)] *= 8.0
     y = (rng.uniform(size=(B, n)) < 1 / (1 + np.exp(-np.einsum("bnk,bk->bn", X, beta)))).astype(float)
     return {"X": jnp.asarray(X), "y": jnp.asarray(y)}
 

@@ -14,7 +14,6 @@ speed and accuracy against float64. All in one process, on the same catalogue.
 from __future__ import annotations
 
 import argparse
-import time
 
 import jax
 
@@ -24,36 +23,8 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 import jaxmle as jm  # noqa: E402
-from jaxmle._demo import OMEGA, star_catalogue, star_model  # noqa: E402
+from jaxmle._demo import OMEGA, _scipy_loop as scipy_loop, star_catalogue, star_model  # noqa: E402
 from _common import print_table, timed, write_json  # noqa: E402
-
-
-def scipy_loop(data, m, analytic_grad=False):
-    from scipy import optimize
-    from scipy.special import gammaln
-
-    t = np.asarray(data["t"][:m], float)
-    k = np.asarray(data["counts"][:m], float)
-    out = np.empty((m, 3))
-    start = time.perf_counter()
-    for i in range(m):
-        s, c, ki = np.sin(OMEGA * t[i]), np.cos(OMEGA * t[i]), k[i]
-        const = gammaln(ki + 1).sum()
-
-        def nll(th, s=s, c=c, ki=ki, const=const):
-            eta = th[0] + th[1] * s + th[2] * c
-            return np.sum(np.exp(eta) - ki * eta) + const
-
-        def nll_grad(th, s=s, c=c, ki=ki, const=const):
-            eta = th[0] + th[1] * s + th[2] * c
-            r = np.exp(eta) - ki
-            return np.sum(np.exp(eta) - ki * eta) + const, np.array([r.sum(), r @ s, r @ c])
-
-        if analytic_grad:
-            out[i] = optimize.minimize(nll_grad, np.zeros(3), jac=True, method="BFGS").x
-        else:
-            out[i] = optimize.minimize(nll, np.zeros(3), method="BFGS").x
-    return out, time.perf_counter() - start
 
 
 GTOL = 1e-9   # jaxmle's float64 default for Newton

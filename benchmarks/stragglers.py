@@ -26,23 +26,7 @@ import numpy as np  # noqa: E402
 
 import jaxmle as jm  # noqa: E402
 from _common import print_table, timed, write_json  # noqa: E402
-
-
-def make_data(B, n, k, hard, seed=0):
-    rng = np.random.default_rng(seed)
-    X = rng.normal(size=(B, n, k))
-    X[..., 0] = 1.0
-    beta = rng.normal(0.0, 0.5, size=(B, k))
-    n_hard = int(round(hard * B))
-    beta[rng.choice(B, n_hard, replace=False)] *= 8.0
-    p = 1 / (1 + np.exp(-np.einsum("bnk,bk->bn", X, beta)))
-    y = (rng.uniform(size=(B, n)) < p).astype(float)
-    return {"X": jnp.asarray(X), "y": jnp.asarray(y)}
-
-
-def logistic_loglik(p, d):
-    eta = d["X"] @ p["beta"]
-    return d["y"] * eta - jnp.logaddexp(0.0, eta)
+from batch_logistic import logistic_loglik, make_data  # noqa: E402
 
 
 def identical(a, b) -> bool:
@@ -63,7 +47,7 @@ def main():
     ap.add_argument("--json", default="benchmarks/results/stragglers.json")
     args = ap.parse_args()
 
-    data = make_data(args.batch, args.n, args.k, args.hard)
+    data = make_data(args.batch, args.n, args.k, hard=args.hard)
     model = jm.Model(logistic_loglik, {"beta": jnp.zeros(args.k)}, name="logistic")
     B = args.batch
     rows, results = [], {}

@@ -381,11 +381,9 @@ class _BatchFitter:
         ax = (0, 0, 0, 0 if masked else None)
         self.compact, self.min_bucket = compact, min_bucket
         # The data is made ready (masked entries replaced, model.prepare applied)
-        # once; the stages take it as it is.
+        # once; the stages (built with ready=True) take it as it is.
         model = stages.model
         self.ready = jax.jit(jax.vmap(lambda d, m: ready_data(model, d, m), in_axes=ax[2:]))
-        stages = _Stages(model, stages.opt, stages.max_iter, stages.gtol, stages.ftol, stages.n_static,
-                         stages.trace_len, ready=True)
         self.start = jax.jit(jax.vmap(stages.start, in_axes=ax))
         self.finish = jax.jit(jax.vmap(stages.finish, in_axes=(0,) + ax))
         body = jax.vmap(stages.body, in_axes=(0,) + ax)
@@ -436,7 +434,7 @@ def _compiled(model: Model, opt, max_iter, gtol, ftol, n_static, masked: bool, b
     key = (opt, max_iter, gtol, ftol, n_static, masked, batched, trace_len, compact)
     fn = model._compiled.get(key)
     if fn is None:
-        stages = _Stages(model, opt, max_iter, gtol, ftol, n_static, trace_len)
+        stages = _Stages(model, opt, max_iter, gtol, ftol, n_static, trace_len, ready=batched)
         if batched:
             fn = _BatchFitter(stages, masked, compact)
         else:
