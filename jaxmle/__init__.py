@@ -6,7 +6,8 @@ standard errors and intervals, and fits thousands of datasets in one call.
 """
 
 from . import bench, distributions, inference, models, optimizers, priors
-from ._fit import fit, fit_batch, pad
+from ._data import pad
+from ._fit import fit, fit_batch
 from ._model import Model
 from ._params import Fixed, Interval, Positive, PositiveDefinite, Simplex
 from ._result import BatchFitResult, FitResult

@@ -16,6 +16,7 @@ import numpy as np
 from jax.scipy import stats
 
 from . import models
+from ._fit import fit
 from ._model import Model
 from ._params import Positive
 
@@ -32,8 +33,6 @@ class Problem:
 
 
 def _ref(model, data, init, method="newton"):
-    from ._fit import fit
-
     res = fit(model, data, method=method, init=init, tol=1e-11 if method == "newton" else 1e-9,
               max_iter=5000, warn=False)
     return float(res.logpost)

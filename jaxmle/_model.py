@@ -8,22 +8,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ._data import n_data
 from ._params import ParamSpec
-
-
-def _leading_sizes(data) -> dict[str, int]:
-    sizes = {}
-    for path, leaf in jax.tree_util.tree_flatten_with_path(data)[0]:
-        shape = np.shape(leaf)
-        if len(shape) >= 1:
-            sizes[jax.tree_util.keystr(path) or "data"] = shape[0]
-    return sizes
-
-
-def n_data(data) -> int | None:
-    """The common leading-axis length of the data leaves, or None if they differ."""
-    sizes = set(_leading_sizes(data).values())
-    return sizes.pop() if len(sizes) == 1 else None
 
 
 class Model:
@@ -82,6 +68,19 @@ class Model:
         self.prepare = prepare
         self._compiled: dict = {}
         self._checked: dict = {}
+
+    def compiled(self, key: tuple, build: Callable[[], Callable]) -> Callable:
+        """The compiled function cached under ``key``, built by ``build()`` on first use.
+
+        Every compiled program of this model (fits, profiles, sandwich covariances)
+        lives here, keyed by a tuple whose first entry names its kind (``"fit"``,
+        ``"profile"``, ...) and whose other entries are everything the program was
+        specialised on; fitting new data of the same shape reuses it.
+        """
+        fn = self._compiled.get(key)
+        if fn is None:
+            fn = self._compiled[key] = build()
+        return fn
 
     @property
     def param_names(self) -> list[str]:
@@ -170,23 +169,3 @@ class Model:
         if self.log_prior is not None:
             ll = ll + self.log_prior(params)
         return ll
-
-
-def substitute_masked(data, mask):
-    """Replace masked-out observations by the first valid one.
-
-    Padded or NaN entries then never reach the log-density, so neither their values
-    nor their gradients (0 * NaN = NaN) can leak into the fit.
-    """
-    if mask is None:
-        return data
-    n = mask.shape[0]
-    first = jnp.argmax(mask)
-
-    def fix(x):
-        if jnp.ndim(x) >= 1 and x.shape[0] == n:
-            m = mask.reshape((n,) + (1,) * (x.ndim - 1))
-            return jnp.where(m, x, x[first])
-        return x
-
-    return jax.tree_util.tree_map(fix, data)

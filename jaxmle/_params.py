@@ -17,9 +17,16 @@ import numpy as np
 
 
 class Constraint:
-    """Base of the constraint wrappers. Subclasses define the bijector."""
+    """Base of the constraint wrappers. Subclasses define the bijector.
+
+    ``elementwise`` says whether each natural element is a monotone function of its
+    own unconstrained coordinate (z and the natural value have the same size, one
+    to one). Profile intervals pin one coordinate at a time and need this; a
+    constraint that couples elements (a simplex, a covariance matrix) sets it False.
+    """
 
     init: Any
+    elementwise: bool = True
 
     def n_free(self, shape: tuple) -> int:
         return int(np.prod(shape, dtype=int))
@@ -165,6 +172,8 @@ class Simplex(Constraint):
         >>> jm.Simplex(jnp.ones(3) / 3)
     """
 
+    elementwise = False
+
     def __init__(self, init):
         self.init = init
 
@@ -206,6 +215,8 @@ class PositiveDefinite(Constraint):
     Example:
         >>> jm.PositiveDefinite(jnp.eye(2))
     """
+
+    elementwise = False
 
     def __init__(self, init):
         self.init = init

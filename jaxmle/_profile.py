@@ -18,8 +18,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._model import n_data
-from ._params import PositiveDefinite, Simplex
+from . import _stats
+from ._data import n_data
+from ._solve import make_objective, minimize, ready_data
 from .optimizers import Newton
 
 _MAX_DOUBLINGS = 12      # bracket up to 2^12 * 2 Wald SEs (in z) from the optimum
@@ -33,7 +34,7 @@ def _z_index(spec):
         if fixed:
             continue
         n_el = int(np.prod(shape, dtype=int))
-        if isinstance(con, (Simplex, PositiveDefinite)):
+        if not con.elementwise:
             out += [-1] * n_el
         else:
             out += list(range(zi, zi + n_el))
@@ -43,17 +44,16 @@ def _z_index(spec):
 
 def _profile_single(model, q, gtol, ftol, n_static, z_hat, fixed, loglik_hat, data, mask, j, jz, side):
     """One end (side = -1 lower, +1 upper) of the interval of natural element j (z index jz)."""
-    from ._fit import minimize, objective_parts
-
     spec = model.spec
     dtype = z_hat.dtype
-    data, _, scale, neg_total = objective_parts(model, dtype, fixed, data, mask, n_static)
+    obj = make_objective(model, dtype, fixed, ready_data(model, data, mask), mask, n_static)
+    neg_total, scale = obj.neg_total, obj.scale
     p = z_hat.shape[0]
     valid = jz >= 0
     jz = jnp.maximum(jz, 0)
     e = jnp.arange(p) == jz
-    H = jax.hessian(neg_total)(z_hat)
-    s = jnp.sqrt(jnp.linalg.inv(0.5 * (H + H.T))[jz, jz])
+    Hinv, _, _ = _stats.inverse_information(jax.hessian(neg_total)(z_hat))
+    s = jnp.sqrt(Hinv[jz, jz])
     opt = Newton()
 
     def profile_at(t, z_warm):
@@ -63,11 +63,11 @@ def _profile_single(model, q, gtol, ftol, n_static, z_hat, fixed, loglik_hat, da
             # z_j is pinned by a decoupled quadratic: its Newton step lands on `value`.
             return neg_total(jnp.where(e, value, z)) / scale + 0.5 * (z[jz] - value) ** 2
 
-        state, _, status, _ = minimize(opt, obj, jnp.where(e, value, z_warm), None, 50, gtol, ftol)
-        z = jnp.where(e, value, state.z)
+        carry = minimize(opt, obj, jnp.where(e, value, z_warm), None, 50, gtol, ftol)
+        z = jnp.where(e, value, carry.state.z)
         ll = -neg_total(z)
         D = 2.0 * (loglik_hat - ll) - q
-        return D, z, status
+        return D, z, carry.status
 
     # Phase 0 brackets the root by doubling t; phase 1 refines it; 2 = done; 3 = no root.
     t0 = jnp.asarray(2.0, dtype) * jnp.sqrt(jnp.asarray(q, dtype))
@@ -144,15 +144,13 @@ def profile_intervals(result, level: float = 0.95):
         ``at_edge`` is True where the profile never crossed the threshold before the
         constraint edge (or +/- infinity): the reported bound is that edge.
     """
-    from .inference import normal_quantile
-
     data, mask = result._data, result._mask
     if data is None:
         raise ValueError("profile intervals need the data: use the result returned by jm.fit / jm.fit_batch")
     model = result.model
     spec = model.spec
     batched = np.ndim(result.loglik) == 1
-    q = normal_quantile(level) ** 2
+    q = _stats.normal_quantile(level) ** 2
     dtype = result.z.dtype
     gtol = Newton().default_gtol(dtype)
     ftol = 4 * float(jnp.finfo(dtype).eps)
@@ -167,9 +165,7 @@ def profile_intervals(result, level: float = 0.95):
     jzs = np.repeat(jz_all, 2)
     sides = np.tile(np.array([-1.0, 1.0]), m)
 
-    key = ("profile", batched, mask is not None, q, n_static)
-    fn = model._compiled.get(key)
-    if fn is None:
+    def build():
         def lanes(z_hat, fixed, ll, d, mk, j, jz, side):
             f = lambda j_, jz_, s_: _profile_single(model, q, gtol, ftol, n_static, z_hat, fixed, ll, d, mk, j_, jz_, s_)  # noqa: E731
             return jax.vmap(f)(j, jz, side)
@@ -177,12 +173,15 @@ def profile_intervals(result, level: float = 0.95):
         core = lanes
         if batched:
             core = jax.vmap(lanes, in_axes=(0, 0, 0, 0, 0 if mask is not None else None, None, None, None))
-        fn = model._compiled[key] = jax.jit(core)
+        return jax.jit(core)
+
+    fn = model.compiled(("profile", batched, mask is not None, q, n_static), build)
     bounds, edge = fn(result.z, result.fixed, result.logpost, data, mask,
                       jnp.asarray(js), jnp.asarray(jzs), jnp.asarray(sides, dtype))
     lead = bounds.shape[:-1]
     bounds = np.asarray(bounds).reshape(lead + (m, 2))
     edge = np.asarray(edge).reshape(lead + (m, 2))
     if (jz_all < 0).any():
-        warnings.warn("profile intervals are not defined for simplex or positive-definite matrix elements: reported as NaN", stacklevel=3)
+        warnings.warn("profile intervals need an elementwise constraint (not jm.Simplex or "
+                      "jm.PositiveDefinite elements): those are reported as NaN", stacklevel=3)
     return bounds, edge

@@ -1,4 +1,4 @@
-"""FitResult and BatchFitResult: registered pytrees, natural-scale reporting, summaries."""
+"""FitResult and BatchFitResult: immutable registered pytrees, natural-scale reporting, summaries."""
 
 from __future__ import annotations
 
@@ -8,39 +8,65 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import inference as _inf
+from . import _postfit, _stats
+from ._profile import profile_intervals
 from ._status import Status, message
 
-_FIELDS = ("params", "z", "fixed", "loglik", "logpost", "status", "n_iter", "grad_norm",
-           "n_obs", "cov", "cond", "evals", "trace")
+# The one list of a result's fields: the compiled fit returns a dict with exactly
+# these keys, pytree flattening walks them in this order, and closed-form results
+# fill the ones they lack from ``_absent``.
+FIELDS = ("params", "z", "fixed", "loglik", "logpost", "status", "n_iter", "grad_norm",
+          "n_obs", "cov", "cond", "evals", "trace")
+
+
+def _absent(name, lead, k, like):
+    """The value of a field that a closed-form result does not compute."""
+    nan = lambda shape=(): jnp.full(lead + shape, jnp.nan)  # noqa: E731
+    return {
+        "fixed": [], "logpost": like, "n_iter": jnp.zeros(lead, jnp.int32), "grad_norm": nan(),
+        "cov": nan((k, k)), "cond": nan(), "evals": jnp.zeros(lead + (3,), jnp.int32), "trace": None,
+    }[name]
 
 
 class _ResultBase:
-    """Fields and inference shared by single and batched results (batch axes lead)."""
+    """Fields and inference shared by single and batched results (batch axes lead).
 
-    def __init__(self, model, method, **fields):
-        self.model = model
-        self.method = method
-        for name in _FIELDS:
-            setattr(self, name, fields[name])
-        # The data the fit saw (for the sandwich covariance). Plain attributes, not
-        # pytree children: a result rebuilt by a JAX transform does not carry them.
-        self._data = self._mask = self._n_terms = None
+    Results are immutable: every field is set once, at construction. The data the
+    fit saw (for the sandwich covariance and profile intervals) are plain
+    attributes, not pytree children: a result rebuilt by a JAX transform does not
+    carry them.
+    """
 
-    def _attach(self, data, mask, n_terms):
-        self._data, self._mask, self._n_terms = data, mask, n_terms
-        return self
+    def __init__(self, model, method, fields: dict, *, data=None, mask=None, n_terms=None,
+                 starts=None):
+        unknown = set(fields) ^ set(FIELDS)
+        if unknown:
+            raise ValueError(f"result fields mismatch: {sorted(unknown)}")
+        init = dict(fields, model=model, method=method, _data=data, _mask=mask, _n_terms=n_terms,
+                    starts=starts, _memo={})
+        for name, value in init.items():
+            object.__setattr__(self, name, value)
+
+    def __setattr__(self, name, value):
+        raise AttributeError(f"{type(self).__name__} is immutable; build a new result instead")
 
     @classmethod
-    def _from_outputs(cls, model, method, out):
-        return cls(model, method, **out)
+    def closed_form(cls, model, method: str, **given):
+        """A result from a closed-form estimate: fields not in ``given`` get NaN/empty values.
+
+        ``given`` needs at least params, z, loglik, status and n_obs.
+        """
+        lead = jnp.shape(given["loglik"])
+        fields = {f: given[f] if f in given else _absent(f, lead, model.n_free, given["loglik"])
+                  for f in FIELDS}
+        return cls(model, method, fields)
 
     def tree_flatten(self):
-        return tuple(getattr(self, f) for f in _FIELDS), (self.model, self.method)
+        return tuple(getattr(self, f) for f in FIELDS), (self.model, self.method)
 
     @classmethod
     def tree_unflatten(cls, aux, children):
-        return cls(aux[0], aux[1], **dict(zip(_FIELDS, children)))
+        return cls(aux[0], aux[1], dict(zip(FIELDS, children)))
 
     # -- plain fields --------------------------------------------------------
     @property
@@ -76,7 +102,7 @@ class _ResultBase:
 
     @property
     def stderr_flat(self):
-        return _inf.flat_stderr(self.cov)
+        return _stats.flat_stderr(self.cov)
 
     @property
     def stderr(self):
@@ -85,11 +111,11 @@ class _ResultBase:
 
     @property
     def zvalues(self):
-        return _inf.z_values(self.estimate_flat, self.stderr_flat)
+        return _stats.z_values(self.estimate_flat, self.stderr_flat)
 
     @property
     def pvalues(self):
-        return _inf.p_values(self.zvalues)
+        return _stats.p_values(self.zvalues)
 
     def conf_int(self, level: float = 0.95, method: str = "wald") -> dict:
         """Confidence intervals for the free parameters.
@@ -104,15 +130,13 @@ class _ResultBase:
             {parameter name: array of shape ``param.shape + (2,)``} holding
             (lower, upper); batched results add the leading batch axis. A profile
             bound that runs into a constraint edge (or infinity) reports the edge,
-            with a warning; ``profile_at_edge`` holds those flags.
+            with a warning; ``profile_at_edge`` then holds those flags.
         """
         if method == "wald":
-            flat = np.asarray(_inf.wald_interval(self.estimate_flat, self.stderr_flat, level))
+            flat = np.asarray(_stats.wald_interval(self.estimate_flat, self.stderr_flat, level))
         elif method == "profile":
-            from ._profile import profile_intervals
-
             flat, edge = profile_intervals(self, level)
-            self.profile_at_edge = self._flat_to_named(edge)
+            self._memo["profile_at_edge"] = self._flat_to_named(edge)
             if edge.any():
                 hit = [n for i, n in enumerate(self.param_names) if edge[..., i, :].any()]
                 warnings.warn(
@@ -123,6 +147,13 @@ class _ResultBase:
         else:
             raise ValueError(f"unknown conf_int method {method!r}; available: 'wald', 'profile'")
         return self._flat_to_named(flat)
+
+    @property
+    def profile_at_edge(self) -> dict:
+        """{name: bool array (..., *shape, 2)}: where the last profile interval's bound is an edge."""
+        if "profile_at_edge" not in self._memo:
+            raise AttributeError("profile_at_edge is set by conf_int(method='profile'); call that first")
+        return self._memo["profile_at_edge"]
 
     def _flat_to_named(self, flat):
         """(..., m, 2) flat intervals -> {leaf name: (..., *shape, 2)}."""
@@ -140,12 +171,12 @@ class _ResultBase:
     @property
     def cov_robust(self):
         """Sandwich (HC0) covariance of the free natural-scale parameters."""
-        return _inf.robust_cov(self)
+        return _postfit.robust_cov(self)
 
     @property
     def stderr_robust(self):
         """Sandwich standard errors shaped like ``params``."""
-        return self.model.spec.flat_to_tree(_inf.flat_stderr(self.cov_robust))
+        return self.model.spec.flat_to_tree(_stats.flat_stderr(self.cov_robust))
 
     def derived(self, fn):
         """(estimate, stderr) of ``fn(params)`` by the delta method.
@@ -153,19 +184,19 @@ class _ResultBase:
         Example:
             >>> est, se = res.derived(lambda p: p["sigma"] / p["mu"])
         """
-        return _inf.derived(self, fn)
+        return _postfit.derived(self, fn)
 
     @property
     def aic(self):
-        return _inf.information_criteria(self.loglik, self.k, self.n_obs)[0]
+        return _stats.information_criteria(self.loglik, self.k, self.n_obs)[0]
 
     @property
     def bic(self):
-        return _inf.information_criteria(self.loglik, self.k, self.n_obs)[1]
+        return _stats.information_criteria(self.loglik, self.k, self.n_obs)[1]
 
     @property
     def aicc(self):
-        return _inf.information_criteria(self.loglik, self.k, self.n_obs)[2]
+        return _stats.information_criteria(self.loglik, self.k, self.n_obs)[2]
 
 
 def _fmt(x, width=11):
@@ -215,7 +246,7 @@ class FitResult(_ResultBase):
         se = np.asarray(self.stderr_flat)
         z = np.asarray(self.zvalues)
         p = np.asarray(self.pvalues)
-        ci = np.asarray(_inf.wald_interval(est, se, level))
+        ci = np.asarray(_stats.wald_interval(est, se, level))
         for i, name in enumerate(self.param_names):
             lines.append(
                 f"{name[:14]:>14}{_fmt(est[i])}{_fmt(se[i])}{_fmt(z[i])}{_fmt(p[i])}"
@@ -250,12 +281,10 @@ class BatchFitResult(_ResultBase):
         n = len(self)
         if not -n <= i < n:
             raise IndexError(f"index {i} out of range for a batch of {n} fits")
-        children, aux = self.tree_flatten()
-        one = FitResult.tree_unflatten(aux, [jax.tree_util.tree_map(lambda a: a[i], c) for c in children])
-        if self._data is not None:
-            take = lambda t: None if t is None else jax.tree_util.tree_map(lambda a: a[i], t)  # noqa: E731
-            one._attach(take(self._data), take(self._mask), self._n_terms)
-        return one
+        take = lambda t: None if t is None else jax.tree_util.tree_map(lambda a: a[i], t)  # noqa: E731
+        fields = {f: take(getattr(self, f)) for f in FIELDS}
+        return FitResult(self.model, self.method, fields, data=take(self._data), mask=take(self._mask),
+                         n_terms=self._n_terms)
 
     def status_counts(self) -> dict[str, int]:
         codes = np.asarray(self.status)

@@ -20,9 +20,9 @@ import numpy as np
 
 from ._fit import fit, fit_batch
 from ._model import Model
+from .optimizers import general_methods
 from ._status import Status
 
-METHODS = ("newton", "bfgs", "lbfgs", "adam", "gd")
 COLUMNS = ["method", "converged", "iters (median)", "iters (max)", "f evals", "grad evals",
            "hess evals", "compile s", "run s", "fits/s", "loglik gap"]
 
@@ -78,7 +78,7 @@ def _run(model, data, method, batch, init, max_iter):
 def compare(
     model: Model,
     data: Any,
-    methods=METHODS,
+    methods=None,
     batch: bool = False,
     repeats: int = 3,
     init: dict | None = None,
@@ -89,7 +89,8 @@ def compare(
 
     Args:
         model, data: as for ``jm.fit`` (``jm.fit_batch`` with ``batch=True``).
-        methods: method names (or optimizer instances).
+        methods: method names (or optimizer instances); default every general
+            method in the registry (``jm.optimizers.general_methods()``).
         batch: data carry a leading batch axis; report fits/s.
         repeats: timed runs after the compiling one; the median is reported.
         init: common start values.
@@ -102,7 +103,7 @@ def compare(
         and the log-likelihood gap to the reference (median over a batch).
     """
     rows, lls = [], {}
-    for method in methods:
+    for method in general_methods() if methods is None else methods:
         name = method if isinstance(method, str) else method.name
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -140,7 +141,7 @@ def compare(
     return BenchTable(rows)
 
 
-def traces(model: Model, data: Any, methods=METHODS, length: int = 200, init=None, max_iter=None) -> dict:
+def traces(model: Model, data: Any, methods=None, length: int = 200, init=None, max_iter=None) -> dict:
     """Per-method convergence traces of one dataset.
 
     Returns:
@@ -148,7 +149,7 @@ def traces(model: Model, data: Any, methods=METHODS, length: int = 200, init=Non
         "n_iter": int}}: the start and the iterates, at most ``length`` of them.
     """
     out = {}
-    for method in methods:
+    for method in general_methods() if methods is None else methods:
         name = method if isinstance(method, str) else method.name
         res = fit(model, data, method=method, init=init, max_iter=max_iter, warn=False, trace=length)
         t0 = time.perf_counter()
@@ -210,4 +211,4 @@ def plot_problems(problems: dict, path: str) -> str:
 
 from . import _bench_problems as problems  # noqa: E402  (the problem suite)
 
-__all__ = ["compare", "traces", "plot", "plot_problems", "BenchTable", "problems", "METHODS"]
+__all__ = ["compare", "traces", "plot", "plot_problems", "BenchTable", "problems"]

@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from . import __version__
+from .optimizers import general_methods
 
 
 def _positive_int(text):
@@ -28,12 +29,12 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--seed", type=int, default=0, help="catalogue seed (default 0)")
     d.add_argument("--compare", type=int, default=200,
                    help="stars fitted by a scipy loop for comparison (0 to skip; default 200)")
-    d.add_argument("--method", default="newton", choices=["newton", "bfgs", "lbfgs", "adam", "gd"])
+    d.add_argument("--method", default="newton", choices=general_methods())
     d.add_argument("--float32", action="store_true", help="compute in float32 (the fast path on GPUs; measured slower than float64 on a 2-core CPU)")
 
     b = sub.add_parser("bench", help="compare optimizers on the benchmark problems")
     b.add_argument("--problem", default="all", help="problem name or 'all' (default)")
-    b.add_argument("--methods", nargs="+", default=None, help="methods (default: newton bfgs lbfgs adam gd)")
+    b.add_argument("--methods", nargs="+", default=None, help=f"methods (default: {' '.join(general_methods())})")
     b.add_argument("--batch", type=_positive_int, default=None,
                    help="fit N copies of each dataset as one batch and report fits/s")
     b.add_argument("--repeats", type=_positive_int, default=3)
@@ -132,12 +133,11 @@ def _cmd_bench(args) -> int:
     for n in names:
         if n not in bench.problems.PROBLEMS:
             raise CLIError(f"unknown problem {n!r}; known: {', '.join(bench.problems.PROBLEMS)}, all")
-    methods = args.methods or list(bench.METHODS)
-    from .optimizers import METHODS as KNOWN
-
+    known = general_methods()
+    methods = args.methods or known
     for m in methods:
-        if m not in KNOWN:
-            raise CLIError(f"unknown method {m!r}; known: {', '.join(KNOWN)}")
+        if m not in known:
+            raise CLIError(f"unknown method {m!r}; known: {', '.join(known)}")
     print(f"device: {jax.devices()[0]}, float64")
     tables, all_traces = [], {}
     for n in names:

@@ -34,7 +34,11 @@ import jax.numpy as jnp
 import numpy as np
 from jax.scipy import stats
 
+from ._fit import fit, fit_batch
+from ._model import Model
 from ._params import Fixed, Interval, Positive, PositiveDefinite, Simplex
+from ._result import BatchFitResult, FitResult
+from ._status import Status
 
 
 def _moments(x):
@@ -266,8 +270,6 @@ _MODELS: dict = {}
 
 def _model_for(name: str, fixed_names: tuple, template: dict):
     """One Model per (distribution, fixed parameters): refits reuse the compiled fitter."""
-    from ._model import Model
-
     key = (name, fixed_names, tuple((k, np.shape(getattr(v, "init", v))) for k, v in template.items()))
     if key not in _MODELS:
         _MODELS[key] = Model(get(name).logpdf, template, name=name)
@@ -301,9 +303,6 @@ def _spec_for(name, x, fixed):
 def _closed_form_result(name, x, batched):
     """Uniform: the likelihood is maximised on the boundary of its support constraint,
     so the closed form (min, max) is the answer; Wald inference does not apply."""
-    from ._result import BatchFitResult, FitResult
-    from ._status import Status
-
     model = _model_for(name, (), {"low": 0.0, "high": 1.0})
     low, high = np.min(x, axis=-1), np.max(x, axis=-1)
     n = np.asarray(x.shape[-1], float) + 0 * low
@@ -313,19 +312,13 @@ def _closed_form_result(name, x, batched):
                          "likelihood has no maximum (it grows without bound as low -> high)")
     with np.errstate(divide="ignore"):
         ll = -n * np.log(high - low)
-    lead = np.shape(low)
-    fields = dict(
-        params={"low": jnp.asarray(low), "high": jnp.asarray(high)},
-        z=jnp.stack([low, high], axis=-1), fixed=[], loglik=jnp.asarray(ll), logpost=jnp.asarray(ll),
-        evals=jnp.zeros(lead + (3,), jnp.int32), trace=None,
+    cls = BatchFitResult if batched else FitResult
+    return cls.closed_form(
+        model, "closed_form", params={"low": jnp.asarray(low), "high": jnp.asarray(high)},
+        z=jnp.stack([low, high], axis=-1), loglik=jnp.asarray(ll), n_obs=jnp.asarray(n),
         # A sample of identical values has no maximum: NONFINITE for that dataset.
         status=jnp.asarray(np.where(degenerate, Status.NONFINITE, Status.AT_BOUNDARY), jnp.int32),
-        n_iter=jnp.zeros(lead, jnp.int32),
-        grad_norm=jnp.full(lead, jnp.nan), n_obs=jnp.asarray(n), cov=jnp.full(lead + (2, 2), jnp.nan),
-        cond=jnp.full(lead, jnp.nan),
     )
-    cls = BatchFitResult if batched else FitResult
-    return cls(model, "closed_form", **fields)
 
 
 def fit_distribution(name: str, x, method="auto", fixed: dict | None = None, batch: bool = False, **fit_kwargs):
@@ -351,8 +344,6 @@ def fit_distribution(name: str, x, method="auto", fixed: dict | None = None, bat
         >>> res = jm.fit_distribution("gamma", x)
         >>> res.params["shape"], res.stderr["shape"]
     """
-    from ._fit import fit, fit_batch
-
     d = get(name)
     x = np.asarray(x)
     row_ndim = 2 if name == "multivariate_normal" else 1

@@ -9,6 +9,7 @@ import pytest
 from jax.scipy import stats
 
 import jaxmle as jm
+from jaxmle._batch import BatchFitter
 from helpers import logistic_data, logistic_model, normal_model
 
 
@@ -189,7 +190,7 @@ def test_straggler_compaction_is_identical_to_plain_vmap():
     it = np.asarray(plain.n_iter)
     assert it.max() >= 2 * np.median(it)          # the batch really is heavy-tailed
     _assert_identical(plain, packed)
-    fn = next(f for f in model._compiled.values() if isinstance(f, jm._fit._BatchFitter) and f.compact)
+    fn = next(f for f in model._compiled.values() if isinstance(f, BatchFitter) and f.compact)
     assert fn.advance._cache_size() >= 2          # stragglers moved to a smaller bucket
     # Chunked and compacted: the same steps. Chunks change the batch shape of every
     # program, and XLA may then round a reduction differently (a few ulps).

@@ -1,22 +1,45 @@
-"""Optimizers: one file per method, all following the protocol in ``_base``."""
+"""Optimizers: one file per method, all following the protocol in ``_base``.
 
-from ._base import FitData, Optimizer, OptState, backtracking
-from .em import EM
-from .bfgs import BFGS
+The registry ``METHODS`` maps a method name to its class; ``fit``, the CLI and
+``jm.bench`` all read it. A new method is one file here plus one line below (or
+``register(name, cls)`` at run time).
+"""
+
+from __future__ import annotations
+
+from ._base import NO_FAILURE, FitData, Optimizer, StepInfo, backtracking, info
+from ._optax import OptaxMethod, OptaxState
+from .bfgs import BFGS, BFGSState
+from .em import EM, EMState
 from .first_order import Adam, GradientAscent
 from .lbfgs import LBFGS
-from .newton import Newton
+from .newton import Newton, NewtonState
 
-METHODS = {
+METHODS: dict[str, type[Optimizer]] = {
     "newton": Newton,
     "bfgs": BFGS,
     "lbfgs": LBFGS,
     "adam": Adam,
     "gd": GradientAscent,
+    "em": EM,
 }
 
 # Above this many free parameters method="auto" switches from Newton to L-BFGS.
 AUTO_NEWTON_MAX_PARAMS = 200
+
+
+def register(name: str, cls: type[Optimizer]) -> None:
+    """Add a method to the registry so ``method=name`` works in ``fit``, the CLI and ``bench``."""
+    if not (isinstance(cls, type) and issubclass(cls, Optimizer)):
+        raise TypeError(f"register needs a jm.optimizers.Optimizer subclass, got {cls!r}")
+    if name == "auto":
+        raise ValueError("'auto' is reserved for the automatic choice")
+    METHODS[name] = cls
+
+
+def general_methods() -> list[str]:
+    """Registered methods that work on any model (what the CLI and ``bench`` offer)."""
+    return [name for name, cls in METHODS.items() if cls.general]
 
 
 def resolve(method, n_free: int, model=None) -> Optimizer:
@@ -27,24 +50,18 @@ def resolve(method, n_free: int, model=None) -> Optimizer:
         raise TypeError(
             f"method must be a name or an optimizer instance, got {type(method).__name__}"
         )
-    if method == "em":
-        if model is None or getattr(model, "em_step", None) is None:
-            raise ValueError(
-                "method='em' needs a model with an EM update (em_step), such as "
-                "jm.models.gaussian_mixture; use 'newton', 'bfgs' or 'lbfgs' for this model"
-            )
-        return EM(model)
     if method == "auto":
-        return Newton() if n_free <= AUTO_NEWTON_MAX_PARAMS else LBFGS()
+        method = "newton" if n_free <= AUTO_NEWTON_MAX_PARAMS else "lbfgs"
     if method not in METHODS:
         raise ValueError(
-            f"unknown method {method!r}; choose one of {['auto', *METHODS, 'em']} "
+            f"unknown method {method!r}; choose one of {['auto', *METHODS]} "
             "or pass an optimizer instance such as jm.optimizers.Adam(learning_rate=0.01)"
         )
-    return METHODS[method]()
+    return METHODS[method].create(model)
 
 
 __all__ = [
-    "Optimizer", "OptState", "FitData", "EM", "backtracking", "Newton", "BFGS", "LBFGS", "Adam",
-    "GradientAscent", "METHODS", "resolve",
+    "Optimizer", "StepInfo", "FitData", "NO_FAILURE", "info", "backtracking", "OptaxMethod",
+    "OptaxState", "Newton", "NewtonState", "BFGS", "BFGSState", "LBFGS", "Adam", "GradientAscent",
+    "EM", "EMState", "METHODS", "register", "general_methods", "resolve",
 ]

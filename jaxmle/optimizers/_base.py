@@ -1,23 +1,42 @@
-"""The optimizer protocol and the line search the second-order methods share.
+"""The optimizer protocol and the pieces the methods share.
 
-An optimizer is a small frozen dataclass of hyper-parameters with
+An optimizer is a small frozen dataclass of hyper-parameters (hashable: it is part
+of the compile-cache key) with
 
-* ``init(objective, z0, data) -> OptState``
-* ``step(objective, state, data, active=True) -> OptState``
+* ``init(objective, z0, data) -> (state, info)``
+* ``step(objective, state, data, active) -> (state, info)``
+* ``hessian(state)``: the objective's Hessian at ``state.z`` if the method carries
+  it, else None (the driver then computes it once, at the end).
+* ``decrement(state)``: the Newton decrement g' H^-1 g if the method has it, else
+  None (see the stopping rule in ``jaxmle._solve``).
 
-where ``objective(z, data)`` is the scalar to *minimise* (the negative mean
-log-likelihood). Only the driver in ``jaxmle._fit`` loops; ``step`` does one
+``objective(z, data)`` is the scalar to *minimise* (the negative mean
+log-likelihood). ``state`` is the method's own ``NamedTuple`` whose first three
+fields are ``z`` (the point), ``f`` (the objective there) and ``grad`` (its
+gradient); everything else in it is carried from step to step. ``info`` is a
+``StepInfo`` of diagnostics that are not carried: evaluations used, and the
+method's verdict on its own step (``failure``, a ``jm.Status`` code or
+``NO_FAILURE``). Only the driver (``jaxmle._solve``) loops; ``step`` does one
 iteration (a line search inside it may loop over step lengths). Under vmap every
 lane runs every step, finished ones included (their results are discarded);
 ``active`` is False for those, and inner loops should not iterate for them.
+
+Adding a method: one file in this package with the dataclass, and one line in
+the registry (``METHODS`` in ``jaxmle/optimizers/__init__.py``, or
+``jm.optimizers.register`` at run time).
 """
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 import jax
 import jax.numpy as jnp
+
+from .._status import RUNNING, Status
+
+# ``StepInfo.failure`` when the step did not fail.
+NO_FAILURE = RUNNING
 
 
 class FitData(NamedTuple):
@@ -32,52 +51,71 @@ class FitData(NamedTuple):
     mask: Any
 
 
-class OptState(NamedTuple):
-    """What every optimizer carries: the point, its objective and gradient.
+class StepInfo(NamedTuple):
+    """Diagnostics of one ``init`` or ``step`` call (not carried to the next step).
 
-    ``ls_failed`` is True when the last step found no acceptable point;
-    ``extra`` holds method-specific state (inverse Hessian, optax state, ...);
-    ``evals`` counts objective, gradient and Hessian evaluations so far (int32[3]).
+    Attributes:
+        evals: int32[3], evaluations of the objective, gradient and Hessian used.
+        failure: int32, ``NO_FAILURE`` or the ``jm.Status`` code the fit ends with
+            unless the driver's stall rule finds it converged (e.g.
+            ``LINESEARCH_FAILED`` when no acceptable step was found).
     """
 
-    z: jax.Array
-    f: jax.Array
-    grad: jax.Array
-    ls_failed: jax.Array
-    extra: Any = ()
-    evals: Any = None
+    evals: jax.Array
+    failure: jax.Array
 
 
 class Optimizer:
-    """Base class: hyper-parameters live in dataclass fields of subclasses."""
+    """Base class: hyper-parameters live in dataclass fields of subclasses.
 
-    name = "base"
-    default_max_iter = 100
-    first_order = False
+    Class attributes: ``name`` (the registry name), ``default_max_iter``, and
+    ``general`` (False for methods that need something a general model lacks, such
+    as EM's update; the CLI and ``jm.bench`` list general methods only).
+    """
+
+    name: ClassVar[str] = "base"
+    default_max_iter: ClassVar[int] = 100
+    general: ClassVar[bool] = True
+
+    @classmethod
+    def create(cls, model=None) -> "Optimizer":
+        """The instance ``method=<name>`` builds for ``model`` (default settings)."""
+        return cls()
 
     def default_gtol(self, dtype) -> float:
         """Gradient tolerance for the stopping rule (relative to max(1, |f|))."""
         return 1e-9 if jnp.finfo(dtype).bits == 64 else 1e-5
 
-    def init(self, objective, z0, data) -> OptState:
-        f, g = jax.value_and_grad(objective)(z0, data)
-        return OptState(z0, f, g, jnp.zeros((), bool), self.init_extra(z0, g), count(1, 1, 0))
+    def init(self, objective, z0, data) -> tuple[Any, StepInfo]:  # pragma: no cover
+        raise NotImplementedError
 
-    def init_extra(self, z0, g):
-        return ()
+    def step(self, objective, state, data, active=True) -> tuple[Any, StepInfo]:  # pragma: no cover
+        raise NotImplementedError
 
-    def hessian(self, state: OptState):
+    def hessian(self, state):
         """The objective's Hessian at ``state.z`` if the method already has it, else None."""
         return None
 
-    def step(self, objective, state: OptState, data) -> OptState:  # pragma: no cover
-        raise NotImplementedError
+    def decrement(self, state):
+        """The Newton decrement g' H^-1 g at ``state`` if the method can give it, else None.
+
+        The stopping rule then measures the distance to the optimum in a way no
+        rescaling of the parameters changes (NaN where it is unavailable for a fit,
+        e.g. an indefinite Hessian: the rule falls back to max|g| there).
+        """
+        return None
 
 
-def count(n_f, n_g, n_h, base=None):
-    """Evaluation counters [objective, gradient, Hessian], added to ``base``."""
-    c = jnp.stack([jnp.asarray(n_f, jnp.int32), jnp.asarray(n_g, jnp.int32), jnp.asarray(n_h, jnp.int32)])
-    return c if base is None else base + c
+def info(n_f, n_g, n_h, failure=None) -> StepInfo:
+    """A ``StepInfo`` with evaluation counts [objective, gradient, Hessian]."""
+    evals = jnp.stack([jnp.asarray(n, jnp.int32) for n in (n_f, n_g, n_h)])
+    failure = jnp.asarray(NO_FAILURE if failure is None else failure, jnp.int32)
+    return StepInfo(evals, failure)
+
+
+def failed_if(flag, code=Status.LINESEARCH_FAILED):
+    """``code`` where ``flag`` holds, else ``NO_FAILURE`` (for ``StepInfo.failure``)."""
+    return jnp.where(flag, jnp.int32(code), jnp.int32(NO_FAILURE))
 
 
 def value_grad_hessian(objective, z, data):
@@ -135,8 +173,9 @@ def backtracking(objective, data, z, f, g, d, max_steps=40, c1=1e-4, shrink=0.5,
 
     A non-descent direction is replaced by steepest descent. Non-finite trial
     values count as "too far" (the step then shrinks 10x instead of 2x), so an
-    objective that overflows makes the search back off instead of returning NaN. A slack of a few ulps of |f| accepts steps
-    that only fail by roundoff near the optimum.
+    objective that overflows makes the search back off instead of returning NaN. A
+    slack of a few ulps of |f| accepts steps that only fail by roundoff near the
+    optimum.
 
     Args:
         f1: the objective at ``z + d`` when the caller has it already (``d`` must

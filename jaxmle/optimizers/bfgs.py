@@ -3,11 +3,24 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 
-from ._base import Optimizer, OptState, backtracking, count
+from ._base import Optimizer, StepInfo, backtracking, failed_if, info
+
+
+class BFGSState(NamedTuple):
+    z: jax.Array
+    f: jax.Array
+    grad: jax.Array
+    hinv: jax.Array      # inverse-Hessian approximation
+    fresh: jax.Array     # True while hinv is a scaled identity (start or restart)
+
+
+def _scaled_identity(z, g):
+    return jnp.eye(z.shape[0], dtype=z.dtype) / jnp.maximum(1.0, jnp.max(jnp.abs(g)))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -24,25 +37,23 @@ class BFGS(Optimizer):
     name = "bfgs"
     default_max_iter = 500
 
-    def init_extra(self, z0, g):
-        scale = 1.0 / jnp.maximum(1.0, jnp.max(jnp.abs(g)))
-        return (jnp.eye(z0.shape[0], dtype=z0.dtype) * scale, jnp.ones((), bool))
+    def init(self, objective, z0, data) -> tuple[BFGSState, StepInfo]:
+        f, g = jax.value_and_grad(objective)(z0, data)
+        return BFGSState(z0, f, g, _scaled_identity(z0, g), jnp.ones((), bool)), info(1, 1, 0)
 
-    def step(self, objective, state: OptState, data, active=True) -> OptState:
-        Hinv, fresh = state.extra
-        z0, g0 = state.z, state.grad
+    def step(self, objective, state: BFGSState, data, active=True) -> tuple[BFGSState, StepInfo]:
+        z0, g0, Hinv = state.z, state.grad, state.hinv
         d = -Hinv @ g0
         z, f, ok, n_ls = backtracking(objective, data, z0, state.f, g0, d, self.max_backtracks, active=active)
         g = jax.grad(objective)(z, data)
         s, y = z - z0, g - g0
         sy = jnp.vdot(s, y)
         good = ok & (sy > jnp.finfo(z.dtype).eps * jnp.vdot(y, y))
-        # Rescale the identity-like start once real curvature is known.
-        H0 = jnp.where(fresh, jnp.eye(z.shape[0], dtype=z.dtype) * sy / jnp.vdot(y, y), Hinv)
-        rho = 1.0 / jnp.where(good, sy, 1.0)
         eye = jnp.eye(z.shape[0], dtype=z.dtype)
+        # Rescale the identity-like start once real curvature is known.
+        H0 = jnp.where(state.fresh, eye * sy / jnp.vdot(y, y), Hinv)
+        rho = 1.0 / jnp.where(good, sy, 1.0)
         updated = (eye - rho * jnp.outer(s, y)) @ H0 @ (eye - rho * jnp.outer(y, s)) + rho * jnp.outer(s, s)
-        restart = jnp.eye(z.shape[0], dtype=z.dtype) / jnp.maximum(1.0, jnp.max(jnp.abs(g)))
-        Hinv_new = jnp.where(good, updated, jnp.where(ok, Hinv, restart))
-        failed = (~ok) & fresh
-        return OptState(z, f, g, failed, (Hinv_new, ~ok), count(n_ls, 1, 0, state.evals))
+        Hinv_new = jnp.where(good, updated, jnp.where(ok, Hinv, _scaled_identity(z, g)))
+        new = BFGSState(z, f, g, Hinv_new, ~ok)
+        return new, info(n_ls, 1, 0, failed_if((~ok) & state.fresh))

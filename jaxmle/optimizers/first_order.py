@@ -4,46 +4,23 @@ from __future__ import annotations
 
 import dataclasses
 
-import jax
 import jax.numpy as jnp
 import optax
 
-from ._base import Optimizer, OptState, count
+from ._optax import OptaxMethod
 
 
-class _OptaxFirstOrder(Optimizer):
-    """Shared step for optax transformations that need only the gradient."""
+class _FirstOrder(OptaxMethod):
+    """First-order defaults: many cheap iterations, a looser gradient tolerance."""
 
-    first_order = True
     default_max_iter = 20_000
 
     def default_gtol(self, dtype) -> float:
         return 1e-7 if jnp.finfo(dtype).bits == 64 else 1e-4
 
-    def _tx(self) -> optax.GradientTransformation:  # pragma: no cover
-        raise NotImplementedError
-
-    def init_extra(self, z0, g):
-        return self._tx().init(z0)
-
-    def step(self, objective, state: OptState, data, active=True) -> OptState:
-        def fn(z):
-            return objective(z, data)
-
-        updates, opt_state = self._tx().update(
-            state.grad, state.extra, state.z, value=state.f, grad=state.grad, value_fn=fn
-        )
-        z = optax.apply_updates(state.z, updates)
-        f, g = jax.value_and_grad(fn)(z)
-        n_ls = self._linesearch_evals(opt_state)
-        return OptState(z, f, g, jnp.zeros((), bool), opt_state, count(1 + n_ls, 1, 0, state.evals))
-
-    def _linesearch_evals(self, opt_state):
-        return 0
-
 
 @dataclasses.dataclass(frozen=True)
-class Adam(_OptaxFirstOrder):
+class Adam(_FirstOrder):
     """Adam on the negative mean log-likelihood (optax.adam).
 
     The learning rate decays by ``decay`` whenever the objective has not improved
@@ -61,7 +38,7 @@ class Adam(_OptaxFirstOrder):
     decay: float = 0.5
     name = "adam"
 
-    def _tx(self):
+    def transformation(self):
         return optax.chain(
             optax.adam(self.learning_rate, b1=self.b1, b2=self.b2),
             optax.contrib.reduce_on_plateau(
@@ -72,7 +49,7 @@ class Adam(_OptaxFirstOrder):
 
 
 @dataclasses.dataclass(frozen=True)
-class GradientAscent(_OptaxFirstOrder):
+class GradientAscent(_FirstOrder):
     """Gradient ascent on the log-likelihood (descent on its negative mean).
 
     With ``learning_rate=None`` (default) the step comes from optax's backtracking
@@ -85,12 +62,7 @@ class GradientAscent(_OptaxFirstOrder):
     max_step: float = 1.0
     name = "gd"
 
-    def _linesearch_evals(self, opt_state):
-        if self.learning_rate is not None:
-            return 0
-        return optax.tree.get(opt_state, "num_linesearch_steps", 0)
-
-    def _tx(self):
+    def transformation(self):
         if self.learning_rate is not None:
             return optax.sgd(self.learning_rate)
         return optax.chain(

@@ -7,8 +7,17 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from ._base import (Optimizer, OptState, backtracking, count, descent_direction, lane_while,
+from typing import NamedTuple
+
+from ._base import (Optimizer, StepInfo, backtracking, descent_direction, failed_if, info, lane_while,
                     value_grad_hessian)
+
+
+class NewtonState(NamedTuple):
+    z: jax.Array
+    f: jax.Array
+    grad: jax.Array
+    hess: jax.Array      # the objective's Hessian at z
 
 
 def newton_direction(H, g):
@@ -67,13 +76,13 @@ class Newton(Optimizer):
     name = "newton"
     default_max_iter = 100
 
-    def init(self, objective, z0, data) -> OptState:
+    def init(self, objective, z0, data) -> tuple[NewtonState, StepInfo]:
         f, g, H = value_grad_hessian(objective, z0, data)
-        return OptState(z0, f, g, jnp.zeros((), bool), H, count(1, 1, 1))
+        return NewtonState(z0, f, g, H), info(1, 1, 1)
 
-    def step(self, objective, state: OptState, data, active=True) -> OptState:
+    def step(self, objective, state: NewtonState, data, active=True) -> tuple[NewtonState, StepInfo]:
         z0, g0 = state.z, state.grad
-        d = descent_direction(g0, newton_direction(state.extra, g0))
+        d = descent_direction(g0, newton_direction(state.hess, g0))
         # The full step is tried with the (f, gradient, Hessian) pass the next step
         # needs anyway, so an accepted full step (the common case) costs one pass
         # and no separate objective evaluation.
@@ -91,9 +100,9 @@ class Newton(Optimizer):
 
         _, _, f, g, H = lane_while(lambda c: c[0], again, (redo, z, f1, g1, H1))
         # A failed search keeps the old point and what is known about it.
-        f, g, H = (jnp.where(ok, a, b) for a, b in ((f, state.f), (g, g0), (H, state.extra)))
+        f, g, H = (jnp.where(ok, a, b) for a, b in ((f, state.f), (g, g0), (H, state.hess)))
         extra = redo.astype(jnp.int32)
-        return OptState(z, f, g, ~ok, H, count(n_ls + extra, 1 + extra, 1 + extra, state.evals))
+        return NewtonState(z, f, g, H), info(n_ls + extra, 1 + extra, 1 + extra, failed_if(~ok))
 
-    def hessian(self, state: OptState):
-        return state.extra
+    def hessian(self, state: NewtonState):
+        return state.hess

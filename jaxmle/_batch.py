@@ -1,0 +1,140 @@
+"""Batched fits: straggler compaction, chunking and sharding over devices."""
+
+from __future__ import annotations
+
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from tqdm.auto import tqdm
+
+from ._solve import Stages, ready_data
+from ._status import RUNNING
+
+
+class BatchFitter:
+    """A batched fit in three compiled stages, optionally regrouping stragglers.
+
+    ``start`` and ``finish`` run on the whole batch; ``advance`` iterates. Under
+    vmap a while_loop runs until its slowest lane is done and every step costs the
+    full batch. With ``compact`` the batch iterates until at most an eighth of its
+    lanes are still running; those are gathered into a bucket of the next power of
+    two (at least ``min_bucket``; few sizes, so few compilations) which continues,
+    and so on. Each dataset runs exactly the steps it would run in the full batch,
+    and both modes share the start and finish programs, so results are identical.
+    """
+
+    shrink = 8
+
+    def __init__(self, stages: Stages, masked: bool, compact: bool, min_bucket: int = 64):
+        ax = (0, 0, 0, 0 if masked else None)
+        self.compact, self.min_bucket = compact, min_bucket
+        model = stages.model
+        # The data is made ready (masked entries replaced, model.prepare applied) once.
+        self.ready = jax.jit(jax.vmap(lambda d, m: ready_data(model, d, m), in_axes=ax[2:]))
+        self.start = jax.jit(jax.vmap(stages.start, in_axes=ax))
+        self.finish = jax.jit(jax.vmap(stages.finish, in_axes=(0,) + ax))
+        body = jax.vmap(stages.body, in_axes=(0,) + ax)
+
+        def advance(carry, z0, fixed, data, mask, threshold):
+            def step(c):
+                new = body(c, z0, fixed, data, mask)
+                run = c.status == RUNNING
+                return jax.tree_util.tree_map(
+                    lambda a, b: jnp.where(run.reshape(run.shape + (1,) * (a.ndim - 1)), a, b), new, c)
+
+            return jax.lax.while_loop(lambda c: jnp.sum(c.status == RUNNING) > threshold, step, carry)
+
+        self.advance = jax.jit(advance)
+
+    def _size(self, n):
+        return max(self.min_bucket, 1 << (int(n) - 1).bit_length())
+
+    def __call__(self, z0, fixed, data, mask):
+        args = (z0, fixed, self.ready(data, mask), mask)
+        carry = self.start(*args)
+        sub, sub_args, lanes = carry, args, None
+
+        def take(tree, idx):
+            return jax.tree_util.tree_map(lambda a: a[idx], tree)
+
+        while True:
+            size = sub_args[0].shape[0]
+            threshold = size // self.shrink if self.compact and size >= self.shrink * self.min_bucket else 0
+            sub = self.advance(sub, *sub_args, threshold)
+            running = np.asarray(sub.status) == RUNNING
+            if lanes is None:
+                carry, live = sub, np.flatnonzero(running)
+            else:
+                n = lanes.size
+                carry = jax.tree_util.tree_map(lambda a, b: a.at[lanes].set(b[:n]), carry, sub)
+                live = lanes[running[:n]]
+            if live.size == 0:
+                break
+            # Pad the bucket by repeating a live dataset; only the first copies count.
+            idx = np.concatenate([live, np.full(self._size(live.size) - live.size, live[-1])])
+            sub, sub_args, lanes = take(carry, idx), take(args, idx), live
+        return self.finish(carry, *args)
+
+
+def default_mesh(mesh):
+    """``mesh``, or a one-axis mesh over all local devices when there are several."""
+    if mesh is not None:
+        return mesh
+    devices = jax.local_devices()
+    if len(devices) == 1:
+        return None
+    return jax.sharding.Mesh(np.array(devices), ("batch",))
+
+
+def run_chunks(fn, args, B: int, chunk_size, progress, mesh):
+    """Call the compiled batch fitter over equal-shaped chunks, sharded over devices.
+
+    Each chunk (and a single-chunk batch too, when sharded) is padded to a multiple
+    of the device count by repeating the last dataset; padded lanes are dropped.
+    """
+    mesh = default_mesh(mesh)
+    n_dev = 1 if mesh is None else int(mesh.devices.shape[0])
+    if chunk_size is not None and int(chunk_size) < 1:
+        raise ValueError(f"chunk_size must be a positive int, got {chunk_size}")
+    size = B if chunk_size is None else min(int(chunk_size), B)
+    size = -(-size // n_dev) * n_dev
+    n_chunks = -(-B // size)
+    if n_chunks == 1 and size == B and mesh is None:
+        return fn(*args)
+    total = n_chunks * size
+
+    def pad(a):
+        if a.shape[0] == total:
+            return a
+        return jnp.concatenate([a, jnp.repeat(a[-1:], total - a.shape[0], axis=0)], axis=0)
+
+    args = jax.tree_util.tree_map(pad, args)
+    sharding = None
+    if mesh is not None:
+        sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(mesh.axis_names[0]))
+    show = progress if progress is not None else (n_chunks > 1 and sys.stderr.isatty())
+    chunks = range(n_chunks)
+    if show:
+        chunks = tqdm(chunks, desc="fit_batch", unit="chunk")
+    merged = None
+    for c in chunks:
+        part = jax.tree_util.tree_map(lambda a: a[c * size : (c + 1) * size], args)
+        if sharding is not None:
+            part = jax.device_put(part, sharding)
+        out = fn(*part)
+        if n_chunks == 1:
+            merged = out
+            break
+        # Each chunk's results go straight into one preallocated host array per
+        # field, so memory stays bounded (no list of chunks, no concatenated copy).
+        host = jax.tree_util.tree_map(np.asarray, out)
+        if merged is None:
+            merged = jax.tree_util.tree_map(lambda h: np.empty((total,) + h.shape[1:], h.dtype), host)
+        for dst, h in zip(jax.tree_util.tree_leaves(merged), jax.tree_util.tree_leaves(host)):
+            dst[c * size : (c + 1) * size] = h
+        del out, host
+    if n_chunks > 1:
+        return jax.tree_util.tree_map(lambda a: jnp.asarray(a[:B]), merged)
+    return jax.tree_util.tree_map(lambda a: a[:B], merged)

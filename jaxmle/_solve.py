@@ -1,0 +1,266 @@
+"""The objective, the driver loop and its stopping rule, and the per-dataset fit stages.
+
+Stopping rule (documented in README): with f the negative *mean* log-likelihood
+(sum divided by the number of observations) on the unconstrained scale and g its
+gradient, a fit has converged when
+
+    max|g| <= gtol * max(1, |f|)
+
+or when an accepted step changed f by at most ``ftol * max(1, |f|)`` while
+``max|g| <= 10 * gtol * max(1, |f|)`` (progress has hit the floating-point
+floor). Defaults depend on the dtype: gtol = 1e-9 (float64) / 1e-5 (float32) for
+Newton, BFGS and L-BFGS, 1e-7 / 1e-4 for Adam and gradient ascent; ftol is 4 ulps.
+
+Everything here is written for one dataset; ``jaxmle._batch`` vmaps it.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from . import _stats
+from ._data import substitute_masked
+from ._model import Model
+from ._status import RUNNING, Status
+from .optimizers import NO_FAILURE, FitData
+
+# A fit whose progress stalls at the floating-point floor still counts as converged
+# when its gradient is within this factor of the tolerance.
+FLOOR = 10.0
+
+
+# -- the objective ---------------------------------------------------------------
+
+def ready_data(model: Model, data, mask):
+    """The data the log-density sees: masked entries replaced, then ``model.prepare``.
+
+    Every fit, profile and sandwich computation calls this once, outside its loops.
+    """
+    return model.prepared(substitute_masked(data, mask))
+
+
+class Objective(NamedTuple):
+    """One dataset's objective pieces (``data`` already through ``ready_data``).
+
+    ``neg_total(z)`` is minus the log-likelihood (plus log-prior); optimizers
+    minimise ``mean(z, bundle) = neg_total(z) / scale`` with scale the number of
+    observations (1 when unknown).
+    """
+
+    neg_total: Any
+    n_obs: jax.Array
+    scale: jax.Array
+    bundle: FitData
+
+    def mean(self, z, _=None):
+        return self.neg_total(z) / self.scale
+
+
+def make_objective(model: Model, z_dtype, fixed, data, mask, n_static) -> Objective:
+    """The ``Objective`` of one dataset whose data has been made ready."""
+    spec = model.spec
+    if mask is not None:
+        n_obs = jnp.sum(mask).astype(z_dtype)
+    else:
+        n_obs = jnp.asarray(np.nan if n_static is None else n_static, z_dtype)
+    scale = jnp.where(jnp.isfinite(n_obs), jnp.maximum(n_obs, 1.0), 1.0)
+
+    def neg_total(z):
+        return -model.logpost(spec.to_params(z, fixed), data, mask)
+
+    return Objective(neg_total, n_obs, scale, FitData(fixed, data, mask))
+
+
+def tolerances(opt, dtype, tol, ftol):
+    """(gtol, ftol): the user's values or the method's dtype-aware defaults."""
+    gtol = opt.default_gtol(dtype) if tol is None else float(tol)
+    if ftol is None:
+        ftol = 4 * float(jnp.finfo(dtype).eps)
+    if not (gtol > 0 and ftol >= 0):
+        raise ValueError(f"tolerances must be positive, got tol={tol}, ftol={ftol}")
+    return gtol, float(ftol)
+
+
+# -- the driver --------------------------------------------------------------------
+
+class Carry(NamedTuple):
+    """The driver loop's carry: the optimizer state and the driver's own bookkeeping."""
+
+    state: Any
+    n_iter: jax.Array
+    status: jax.Array      # RUNNING while the fit iterates, then a Status code
+    evals: jax.Array       # int32[3]: objective, gradient, Hessian evaluations so far
+    trace: Any             # (trace_len, 2) buffer of (objective, max|g|), or None
+
+
+def _measure(state):
+    gs = jnp.max(jnp.abs(state.grad))
+    fs = jnp.maximum(1.0, jnp.abs(state.f))
+    finite = jnp.isfinite(state.f) & jnp.all(jnp.isfinite(state.grad))
+    return gs, fs, finite
+
+
+def _record(buf, i, state, gs):
+    # Iterates past the buffer are dropped: the trace is the first trace_len ones.
+    if buf is None:
+        return None
+    row = jnp.stack([state.f, gs]).astype(buf.dtype)
+    return buf.at[i].set(row, mode="drop")
+
+
+def loop_start(opt, objective, z0, data, gtol: float, trace_len: int = 0) -> Carry:
+    """The driver's initial carry."""
+    state0, info = opt.init(objective, z0, data)
+    gs, fs, finite = _measure(state0)
+    status0 = jnp.where(
+        ~finite, Status.NONFINITE, jnp.where(gs <= gtol * fs, Status.CONVERGED, RUNNING)
+    ).astype(jnp.int32)
+    buf0 = None
+    if trace_len > 0:
+        buf0 = _record(jnp.full((trace_len, 2), jnp.nan, z0.dtype), 0, state0, gs)
+    return Carry(state0, jnp.zeros((), jnp.int32), status0, info.evals, buf0)
+
+
+def loop_body(opt, objective, carry: Carry, data, max_iter: int, gtol: float, ftol: float) -> Carry:
+    """One iteration of the driver: a step, then the stopping rule."""
+    state, it = carry.state, carry.n_iter + 1
+    new, info = opt.step(objective, state, data, active=carry.status == RUNNING)
+    gs, fs, finite = _measure(new)
+    df = jnp.abs(state.f - new.f)
+    moved = jnp.any(new.z != state.z)
+    floor = (df <= ftol * fs) & (gs <= FLOOR * gtol * fs)
+    conv = (gs <= gtol * fs) | (moved & floor)
+    failed = info.failure != NO_FAILURE
+    stuck = failed | ~moved
+    # A line search comparing objective values rounded to eps cannot resolve a
+    # gradient below about sqrt(eps): stalling there is the dtype's limit, not a
+    # rough objective.
+    noise = float(np.sqrt(jnp.finfo(new.f.dtype).eps))
+    gave_up = jnp.where(failed, info.failure, Status.LINESEARCH_FAILED)
+    status = jnp.where(
+        ~finite,
+        Status.NONFINITE,
+        jnp.where(
+            conv,
+            Status.CONVERGED,
+            jnp.where(
+                stuck,
+                jnp.where(gs <= FLOOR * gtol * fs, Status.CONVERGED,
+                          jnp.where(gs <= noise * fs, Status.PRECISION_LIMIT, gave_up)),
+                jnp.where(it >= max_iter, Status.MAX_ITER, RUNNING),
+            ),
+        ),
+    ).astype(jnp.int32)
+    # A non-finite step is not taken: the lane keeps its last finite point.
+    state = jax.tree_util.tree_map(lambda a, b: jnp.where(finite, a, b), new, state)
+    return Carry(state, it, status, carry.evals + info.evals, _record(carry.trace, it, state, gs))
+
+
+def minimize(opt, objective, z0, data, max_iter: int, gtol: float, ftol: float, trace_len: int = 0) -> Carry:
+    """The driver: one ``lax.while_loop`` of ``opt.step`` with the stopping rule.
+
+    Args:
+        opt: an optimizer following the protocol in ``jaxmle.optimizers``.
+        objective: ``objective(z, data)``, the scalar to minimise.
+        z0: start (flat unconstrained vector).
+        trace_len: if > 0, also record (objective, max|gradient|) at the start and
+            after each of the first ``trace_len - 1`` iterations in a fixed-size
+            buffer (NaN beyond the last iteration); no host callbacks.
+
+    Returns:
+        The final ``Carry``. Under vmap, finished lanes are frozen by while_loop's
+        batching rule at their own state.
+    """
+    carry = loop_start(opt, objective, z0, data, gtol, trace_len)
+    return jax.lax.while_loop(
+        lambda c: c.status == RUNNING,
+        lambda c: loop_body(opt, objective, c, data, max_iter, gtol, ftol),
+        carry,
+    )
+
+
+# -- one dataset's fit in stages ----------------------------------------------------
+
+class Stages:
+    """One fit split into start / iterate / finish, each a per-dataset function.
+
+    ``solve`` chains them in one while_loop (the plain path); ``jaxmle._batch``
+    calls them separately on shrinking sets of datasets (straggler compaction).
+    Every function takes ``(..., z0, fixed, data, mask)`` for one dataset, with
+    ``data`` already through ``ready_data``.
+    """
+
+    def __init__(self, model: Model, opt, max_iter, gtol, ftol, n_static, trace_len=0):
+        self.model, self.opt = model, opt
+        self.max_iter, self.gtol, self.ftol = max_iter, gtol, ftol
+        self.n_static, self.trace_len = n_static, trace_len
+
+    def objective(self, z0, fixed, data, mask) -> Objective:
+        return make_objective(self.model, z0.dtype, fixed, data, mask, self.n_static)
+
+    def start(self, z0, fixed, data, mask) -> Carry:
+        obj = self.objective(z0, fixed, data, mask)
+        return loop_start(self.opt, obj.mean, z0, obj.bundle, self.gtol, self.trace_len)
+
+    def body(self, carry, z0, fixed, data, mask) -> Carry:
+        obj = self.objective(z0, fixed, data, mask)
+        return loop_body(self.opt, obj.mean, carry, obj.bundle, self.max_iter, self.gtol, self.ftol)
+
+    def solve(self, z0, fixed, data, mask) -> dict:
+        obj = self.objective(z0, fixed, data, mask)
+        carry = minimize(self.opt, obj.mean, z0, obj.bundle, self.max_iter, self.gtol, self.ftol,
+                         self.trace_len)
+        return self.finish(carry, z0, fixed, data, mask)
+
+    def finish(self, carry: Carry, z0, fixed, data, mask) -> dict:
+        """Estimates, covariance and the final status checks from the loop's carry."""
+        model, spec = self.model, self.model.spec
+        obj = self.objective(z0, fixed, data, mask)
+        state, status, scale = carry.state, carry.status, obj.scale
+        dtype = z0.dtype
+        z = state.z
+        params = spec.to_params(z, fixed)
+        # Every optimizer's state.f is the objective at state.z: no extra pass needed.
+        logpost = -state.f * scale
+        loglik = logpost if model.log_prior is None else logpost - model.log_prior(params)
+        H = self.opt.hessian(state)
+        H = jax.hessian(obj.neg_total)(z) if H is None else H * scale
+        J = jax.jacfwd(lambda zz: spec.natural_flat(zz, fixed))(z)
+        cov, pd, cond = _stats.information_cov(H, J)
+        se = jnp.sqrt(jnp.diagonal(cov))
+        edge = spec.edge_distance_flat(z, fixed)
+        at_edge = jnp.any((edge <= 0) | (edge <= 1e-3 * se))
+        # Ray probe: an interior optimum rises again past itself along the path the
+        # fit travelled; a likelihood whose supremum lies at infinity (complete
+        # separation, a mixture component collapsing) keeps improving along it.
+        # Probing near (0.1x) and far (1x) keeps a far point in another basin of a
+        # multimodal likelihood from passing for a runaway.
+        eps = jnp.finfo(dtype).eps
+        slack = 8 * eps * jnp.maximum(jnp.abs(state.f), jnp.finfo(dtype).tiny)
+        runaway = (obj.mean(z + 0.1 * (z - z0)) < state.f - slack) & (obj.mean(z + (z - z0)) < state.f - slack)
+        status = jnp.where(
+            status == Status.CONVERGED,
+            jnp.where(at_edge | runaway, Status.AT_BOUNDARY,
+                      jnp.where(pd, Status.CONVERGED, Status.HESSIAN_NOT_PD)),
+            status,
+        ).astype(jnp.int32)
+        buf = carry.trace
+        return {
+            "params": params,
+            "z": z,
+            "fixed": list(fixed),
+            "loglik": loglik,
+            "logpost": logpost,
+            "status": status,
+            "n_iter": carry.n_iter,
+            "grad_norm": jnp.max(jnp.abs(state.grad)) * scale,
+            "n_obs": obj.n_obs,
+            "cov": cov,
+            "cond": cond,
+            "evals": carry.evals,
+            "trace": None if buf is None else {"logpost": -buf[:, 0] * scale, "grad_norm": buf[:, 1] * scale},
+        }
