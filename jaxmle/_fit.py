@@ -94,10 +94,22 @@ def _compiled(model: Model, s: _Setup, batched: bool, trace_len: int = 0, compac
 
 
 def _warn_status(res, stacklevel):
+    """The fit's warning: non-convergence, the parameters at a boundary, or unidentified ones."""
     code = int(res.status)
-    if code != Status.CONVERGED:
-        warnings.warn(f"fit status {Status(code).name}: {message(code)}", ConvergenceWarning,
-                      stacklevel=stacklevel + 1)
+    text = None
+    if code == Status.AT_BOUNDARY:
+        text = (f"fit status AT_BOUNDARY: {res.boundary_params} at a constraint edge or running off "
+                f"to infinity. {message(code)}")
+    elif code != Status.CONVERGED:
+        text = f"fit status {Status(code).name}: {message(code)}"
+    else:
+        est, se = np.abs(np.asarray(res.estimate_flat)), np.asarray(res.stderr_flat)
+        vague = [n for n, e, s in zip(res.param_names, est, se) if s > 1e3 * e + 1e3]
+        if vague:
+            text = (f"standard errors of {vague} exceed 1000 x |estimate| + 1000: those parameters are "
+                    "practically unidentified by these data (a flat likelihood; check the model)")
+    if text is not None:
+        warnings.warn(text, ConvergenceWarning, stacklevel=stacklevel + 1)
 
 
 def fit(
@@ -252,4 +264,9 @@ def fit_batch(
         compact = mesh is None and per_call >= 1024
     fn = _compiled(model, s, True, int(trace), bool(compact) and mesh is None)
     out = run_chunks(fn, (s.z0, s.fixed, s.data, s.mask), B, chunk_size, progress, mesh)
-    return BatchFitResult(model, s.opt.name, out, data=s.data, mask=s.mask, n_terms=s.n_terms)
+    res = BatchFitResult(model, s.opt.name, out, data=s.data, mask=s.mask, n_terms=s.n_terms)
+    n_edge = int(np.sum(np.asarray(res.status) == Status.AT_BOUNDARY))
+    if n_edge:
+        warnings.warn(f"{n_edge} of {B} fits ended AT_BOUNDARY ({res.boundary_params} at a constraint "
+                      "edge or running off to infinity; see batch.boundary)", ConvergenceWarning, stacklevel=2)
+    return res

@@ -16,15 +16,16 @@ from ._status import Status, message
 # these keys, pytree flattening walks them in this order, and closed-form results
 # fill the ones they lack from ``_absent``.
 FIELDS = ("params", "z", "fixed", "loglik", "logpost", "status", "n_iter", "grad_norm",
-          "n_obs", "cov", "cond", "evals", "trace")
+          "n_obs", "cov", "cond", "boundary", "evals", "trace")
 
 
 def _absent(name, lead, k, like):
-    """The value of a field that a closed-form result does not compute."""
+    """The value of a field that a closed-form result does not compute (k natural elements)."""
     nan = lambda shape=(): jnp.full(lead + shape, jnp.nan)  # noqa: E731
     return {
         "fixed": [], "logpost": like, "n_iter": jnp.zeros(lead, jnp.int32), "grad_norm": nan(),
-        "cov": nan((k, k)), "cond": nan(), "evals": jnp.zeros(lead + (3,), jnp.int32), "trace": None,
+        "cov": nan((k, k)), "cond": nan(), "boundary": jnp.zeros(lead + (k,), bool),
+        "evals": jnp.zeros(lead + (3,), jnp.int32), "trace": None,
     }[name]
 
 
@@ -57,7 +58,8 @@ class _ResultBase:
         ``given`` needs at least params, z, loglik, status and n_obs.
         """
         lead = jnp.shape(given["loglik"])
-        fields = {f: given[f] if f in given else _absent(f, lead, model.n_free, given["loglik"])
+        k = len(model.param_names)
+        fields = {f: given[f] if f in given else _absent(f, lead, k, given["loglik"])
                   for f in FIELDS}
         return cls(model, method, fields)
 
@@ -78,6 +80,12 @@ class _ResultBase:
     def param_names(self) -> list[str]:
         """Names of the free natural-scale elements, ordered as ``cov``."""
         return self.model.spec.names
+
+    @property
+    def boundary_params(self) -> list[str]:
+        """Names of the parameters at a constraint edge or running off to infinity (any fit)."""
+        flags = np.asarray(self.boundary).reshape(-1, len(self.param_names)).any(axis=0)
+        return [n for n, b in zip(self.param_names, flags) if b]
 
     @property
     def is_map(self) -> bool:
@@ -223,7 +231,10 @@ class FitResult(_ResultBase):
         n_iter, grad_norm: iterations used and max |d loglik / dz| at the end.
         n_obs: number of observations (masked ones excluded).
         cov: covariance of the free natural-scale parameters, ordered as ``param_names``.
-        cond: condition number of the information matrix (unconstrained scale).
+        cond: condition number of the information matrix scaled to unit diagonal
+            (unconstrained coordinates): independent of the parameters' units.
+        boundary: bool per element of ``param_names``: at a constraint edge, or
+            running off to infinity (status ``AT_BOUNDARY``).
     """
 
     def summary(self, level: float = 0.95) -> str:
@@ -236,7 +247,7 @@ class FitResult(_ResultBase):
             f"AIC: {float(self.aic):.6g}    BIC: {float(self.bic):.6g}    "
             f"iterations: {int(self.n_iter)}",
             f"max |gradient|: {float(self.grad_norm):.3g}    "
-            f"information condition number: {float(self.cond):.3g}",
+            f"information condition number (scaled): {float(self.cond):.3g}",
         ]
         lo_hi = f"[{(1 - level) / 2:.3g}", f"{(1 + level) / 2:.3g}]"
         header = f"{'':>14}{'estimate':>11}{'std err':>11}{'z':>11}{'P>|z|':>11}{lo_hi[0]:>11}{lo_hi[1]:>11}"

@@ -1,15 +1,28 @@
 """The objective, the driver loop and its stopping rule, and the per-dataset fit stages.
 
-Stopping rule (documented in README): with f the negative *mean* log-likelihood
-(sum divided by the number of observations) on the unconstrained scale and g its
-gradient, a fit has converged when
+Stopping rule (documented in README and docs/errors.md). f is the negative *mean*
+log-likelihood (sum divided by the number of observations) on the unconstrained
+scale, g its gradient and fs = max(1, |f|). The rule measures the distance to the
+optimum by
 
-    max|g| <= gtol * max(1, |f|)
+    m = sqrt(g' H^-1 g)    (the Newton decrement) for methods that carry a
+                           positive-definite Hessian (Newton), else
+    m = max|g|
 
-or when an accepted step changed f by at most ``ftol * max(1, |f|)`` while
-``max|g| <= 10 * gtol * max(1, |f|)`` (progress has hit the floating-point
-floor). Defaults depend on the dtype: gtol = 1e-9 (float64) / 1e-5 (float32) for
-Newton, BFGS and L-BFGS, 1e-7 / 1e-4 for Adam and gradient ascent; ftol is 4 ulps.
+The decrement does not change when a parameter is rescaled (or any other linear
+reparametrisation), so badly scaled models converge like well-scaled ones. A fit
+has converged when
+
+* m <= gtol * fs, or
+* an accepted step changed f by at most ftol * fs and either m <= 10 * gtol * fs
+  or the predicted decrease m^2 / 2 is at most ftol * fs (no step can improve f
+  beyond its rounding: the optimum to working precision).
+
+A step that finds no improvement ends the fit as CONVERGED when one of the last
+two tests holds, as PRECISION_LIMIT when m is at the sqrt(eps) noise level, and
+otherwise with the method's own failure code. Defaults depend on the dtype:
+gtol = 1e-9 (float64) / 1e-5 (float32) for Newton, BFGS and L-BFGS, 1e-7 / 1e-4
+for Adam and gradient ascent; ftol is 4 ulps.
 
 Everything here is written for one dataset; ``jaxmle._batch`` vmaps it.
 """
@@ -27,6 +40,7 @@ from ._data import substitute_masked
 from ._model import Model
 from ._status import RUNNING, Status
 from .optimizers import NO_FAILURE, FitData
+from .optimizers._base import lane_while
 
 # A fit whose progress stalls at the floating-point floor still counts as converged
 # when its gradient is within this factor of the tolerance.
@@ -97,11 +111,24 @@ class Carry(NamedTuple):
     trace: Any             # (trace_len, 2) buffer of (objective, max|g|), or None
 
 
-def _measure(state):
-    gs = jnp.max(jnp.abs(state.grad))
+class _Measure(NamedTuple):
+    m: jax.Array          # the distance measure: Newton decrement or max|g|
+    gmax: jax.Array       # max|g|, for traces and reports
+    fs: jax.Array         # max(1, |f|)
+    precise: jax.Array    # predicted decrease m^2/2 within ftol * fs (needs a Hessian)
+    finite: jax.Array
+
+
+def _measure(opt, state, ftol) -> _Measure:
+    gmax = jnp.max(jnp.abs(state.grad))
     fs = jnp.maximum(1.0, jnp.abs(state.f))
     finite = jnp.isfinite(state.f) & jnp.all(jnp.isfinite(state.grad))
-    return gs, fs, finite
+    dec2 = opt.decrement(state)
+    if dec2 is None:
+        return _Measure(gmax, gmax, fs, jnp.zeros((), bool), finite)
+    known = jnp.isfinite(dec2) & (dec2 >= 0)
+    m = jnp.where(known, jnp.sqrt(jnp.where(known, dec2, 0.0)), gmax)
+    return _Measure(m, gmax, fs, known & (0.5 * dec2 <= ftol * fs), finite)
 
 
 def _record(buf, i, state, gs):
@@ -112,16 +139,16 @@ def _record(buf, i, state, gs):
     return buf.at[i].set(row, mode="drop")
 
 
-def loop_start(opt, objective, z0, data, gtol: float, trace_len: int = 0) -> Carry:
+def loop_start(opt, objective, z0, data, gtol: float, trace_len: int = 0, ftol: float = 0.0) -> Carry:
     """The driver's initial carry."""
     state0, info = opt.init(objective, z0, data)
-    gs, fs, finite = _measure(state0)
+    ms = _measure(opt, state0, ftol)
     status0 = jnp.where(
-        ~finite, Status.NONFINITE, jnp.where(gs <= gtol * fs, Status.CONVERGED, RUNNING)
+        ~ms.finite, Status.NONFINITE, jnp.where(ms.m <= gtol * ms.fs, Status.CONVERGED, RUNNING)
     ).astype(jnp.int32)
     buf0 = None
     if trace_len > 0:
-        buf0 = _record(jnp.full((trace_len, 2), jnp.nan, z0.dtype), 0, state0, gs)
+        buf0 = _record(jnp.full((trace_len, 2), jnp.nan, z0.dtype), 0, state0, ms.gmax)
     return Carry(state0, jnp.zeros((), jnp.int32), status0, info.evals, buf0)
 
 
@@ -129,11 +156,12 @@ def loop_body(opt, objective, carry: Carry, data, max_iter: int, gtol: float, ft
     """One iteration of the driver: a step, then the stopping rule."""
     state, it = carry.state, carry.n_iter + 1
     new, info = opt.step(objective, state, data, active=carry.status == RUNNING)
-    gs, fs, finite = _measure(new)
+    ms = _measure(opt, new, ftol)
+    m, fs = ms.m, ms.fs
     df = jnp.abs(state.f - new.f)
     moved = jnp.any(new.z != state.z)
-    floor = (df <= ftol * fs) & (gs <= FLOOR * gtol * fs)
-    conv = (gs <= gtol * fs) | (moved & floor)
+    at_floor = (m <= FLOOR * gtol * fs) | ms.precise
+    conv = (m <= gtol * fs) | (moved & (df <= ftol * fs) & at_floor)
     failed = info.failure != NO_FAILURE
     stuck = failed | ~moved
     # A line search comparing objective values rounded to eps cannot resolve a
@@ -142,22 +170,22 @@ def loop_body(opt, objective, carry: Carry, data, max_iter: int, gtol: float, ft
     noise = float(np.sqrt(jnp.finfo(new.f.dtype).eps))
     gave_up = jnp.where(failed, info.failure, Status.LINESEARCH_FAILED)
     status = jnp.where(
-        ~finite,
+        ~ms.finite,
         Status.NONFINITE,
         jnp.where(
             conv,
             Status.CONVERGED,
             jnp.where(
                 stuck,
-                jnp.where(gs <= FLOOR * gtol * fs, Status.CONVERGED,
-                          jnp.where(gs <= noise * fs, Status.PRECISION_LIMIT, gave_up)),
+                jnp.where(at_floor, Status.CONVERGED,
+                          jnp.where(m <= noise * fs, Status.PRECISION_LIMIT, gave_up)),
                 jnp.where(it >= max_iter, Status.MAX_ITER, RUNNING),
             ),
         ),
     ).astype(jnp.int32)
     # A non-finite step is not taken: the lane keeps its last finite point.
-    state = jax.tree_util.tree_map(lambda a, b: jnp.where(finite, a, b), new, state)
-    return Carry(state, it, status, carry.evals + info.evals, _record(carry.trace, it, state, gs))
+    state = jax.tree_util.tree_map(lambda a, b: jnp.where(ms.finite, a, b), new, state)
+    return Carry(state, it, status, carry.evals + info.evals, _record(carry.trace, it, state, ms.gmax))
 
 
 def minimize(opt, objective, z0, data, max_iter: int, gtol: float, ftol: float, trace_len: int = 0) -> Carry:
@@ -175,7 +203,7 @@ def minimize(opt, objective, z0, data, max_iter: int, gtol: float, ftol: float, 
         The final ``Carry``. Under vmap, finished lanes are frozen by while_loop's
         batching rule at their own state.
     """
-    carry = loop_start(opt, objective, z0, data, gtol, trace_len)
+    carry = loop_start(opt, objective, z0, data, gtol, trace_len, ftol)
     return jax.lax.while_loop(
         lambda c: c.status == RUNNING,
         lambda c: loop_body(opt, objective, c, data, max_iter, gtol, ftol),
@@ -204,7 +232,7 @@ class Stages:
 
     def start(self, z0, fixed, data, mask) -> Carry:
         obj = self.objective(z0, fixed, data, mask)
-        return loop_start(self.opt, obj.mean, z0, obj.bundle, self.gtol, self.trace_len)
+        return loop_start(self.opt, obj.mean, z0, obj.bundle, self.gtol, self.trace_len, self.ftol)
 
     def body(self, carry, z0, fixed, data, mask) -> Carry:
         obj = self.objective(z0, fixed, data, mask)
@@ -221,7 +249,6 @@ class Stages:
         model, spec = self.model, self.model.spec
         obj = self.objective(z0, fixed, data, mask)
         state, status, scale = carry.state, carry.status, obj.scale
-        dtype = z0.dtype
         z = state.z
         params = spec.to_params(z, fixed)
         # Every optimizer's state.f is the objective at state.z: no extra pass needed.
@@ -230,21 +257,17 @@ class Stages:
         H = self.opt.hessian(state)
         H = jax.hessian(obj.neg_total)(z) if H is None else H * scale
         J = jax.jacfwd(lambda zz: spec.natural_flat(zz, fixed))(z)
-        cov, pd, cond = _stats.information_cov(H, J)
+        Hinv, pd, cond = _stats.inverse_information(H)
+        cov = J @ Hinv @ J.T
         se = jnp.sqrt(jnp.diagonal(cov))
         edge = spec.edge_distance_flat(z, fixed)
-        at_edge = jnp.any((edge <= 0) | (edge <= 1e-3 * se))
-        # Ray probe: an interior optimum rises again past itself along the path the
-        # fit travelled; a likelihood whose supremum lies at infinity (complete
-        # separation, a mixture component collapsing) keeps improving along it.
-        # Probing near (0.1x) and far (1x) keeps a far point in another basin of a
-        # multimodal likelihood from passing for a runaway.
-        eps = jnp.finfo(dtype).eps
-        slack = 8 * eps * jnp.maximum(jnp.abs(state.f), jnp.finfo(dtype).tiny)
-        runaway = (obj.mean(z + 0.1 * (z - z0)) < state.f - slack) & (obj.mean(z + (z - z0)) < state.f - slack)
+        boundary = (edge <= 0) | (edge <= 1e-3 * se)
+        runaway = _runaways(obj, state, z0, Hinv)
+        # A flag on an unconstrained coordinate names the natural elements it moves.
+        boundary = boundary | ((jnp.abs(J) @ runaway.astype(J.dtype)) > 0)
         status = jnp.where(
             status == Status.CONVERGED,
-            jnp.where(at_edge | runaway, Status.AT_BOUNDARY,
+            jnp.where(jnp.any(boundary), Status.AT_BOUNDARY,
                       jnp.where(pd, Status.CONVERGED, Status.HESSIAN_NOT_PD)),
             status,
         ).astype(jnp.int32)
@@ -261,6 +284,53 @@ class Stages:
             "n_obs": obj.n_obs,
             "cov": cov,
             "cond": cond,
+            "boundary": boundary,
             "evals": carry.evals,
             "trace": None if buf is None else {"logpost": -buf[:, 0] * scale, "grad_norm": buf[:, 1] * scale},
         }
+
+
+def _runaways(obj: Objective, state, z0, Hinv):
+    """Unconstrained coordinates along which the likelihood keeps rising past the estimate.
+
+    An interior optimum rises again past itself; a likelihood whose supremum lies
+    at infinity (complete separation, a mixture component collapsing, a zero
+    inflation or a variance component running to 0) keeps improving. Two probes:
+
+    * along the path the fit travelled, z + t (z - z0) for t = 0.1 and 1, which
+      catches directions that mix coordinates (separation moves all of them);
+    * along each coordinate that looks unidentified (its standard error in z is
+      more than 10 (1 + |z_j|), or the information is singular), moving it by
+      0.1 and 1 times max(1, |z_j - z0_j|) the way it travelled. Here a
+      likelihood that does not rise again beyond rounding counts: flat to working
+      precision out to there, the estimate is wherever the fit stopped (a zero
+      inflation or a variance component drifting towards 0 looks like this).
+
+    Probing near and far keeps a far point in another basin of a multimodal
+    likelihood from passing for a runaway. Under vmap the per-coordinate probes
+    run only when some fit has a suspect coordinate.
+
+    Returns:
+        bool per coordinate of z.
+    """
+    z, f = state.z, state.f
+    dtype = z.dtype
+    eps = jnp.finfo(dtype).eps
+    slack = 8 * eps * jnp.maximum(jnp.abs(f), jnp.finfo(dtype).tiny)
+    travel = z - z0
+    probes = (0.1, 1.0)
+    along_path = jnp.all(jnp.stack([obj.mean(z + t * travel) < f - slack for t in probes])) & (travel != 0)
+    se_z = jnp.sqrt(jnp.diagonal(Hinv) / obj.scale)
+    suspect = (~(se_z <= 10.0 * (1.0 + jnp.abs(z)))) & (travel != 0)
+    eye = jnp.eye(z.shape[0], dtype=dtype)
+
+    def no_rise(step):
+        return jnp.all(jnp.stack([obj.mean(z + t * step) <= f + slack for t in probes]))
+
+    def probe(c):
+        steps = jnp.sign(travel) * jnp.maximum(1.0, jnp.abs(travel))
+        flags = jax.vmap(lambda e, t: no_rise(e * t))(eye, steps)
+        return jnp.zeros((), bool), flags & suspect
+
+    _, alone = lane_while(lambda c: c[0], probe, (jnp.any(suspect), jnp.zeros_like(suspect)))
+    return along_path | alone

@@ -20,21 +20,29 @@ from jax.scipy.special import ndtr, ndtri
 
 
 def inverse_information(H):
-    """(H^{-1}, positive definite?, condition number) of an information matrix.
+    """(H^{-1}, positive definite?, scaled condition number) of an information matrix.
 
-    ``H`` is symmetrised first. It counts as positive definite when its smallest
-    eigenvalue exceeds 100 eps times its largest; otherwise the inverse is NaN and
-    the condition number inf.
+    ``H`` is symmetrised and equilibrated first, H = D S D with D = sqrt(diag H)
+    and S unit-diagonal, so the verdict does not depend on the parameters' units:
+    H counts as positive definite when its diagonal is positive and the smallest
+    eigenvalue of S exceeds 100 eps times its largest (S not singular to working
+    precision). The inverse is D^-1 S^-1 D^-1 from a Cholesky factorisation of S;
+    where H is not positive definite it is NaN and the condition number inf. The
+    condition number reported is that of S.
     """
     H = 0.5 * (H + H.T)
     dtype = H.dtype
     eye = jnp.eye(H.shape[0], dtype=dtype)
-    eig = jnp.linalg.eigvalsh(H)
+    diag = jnp.diagonal(H)
+    positive = jnp.all(diag > 0) & jnp.all(jnp.isfinite(H))
+    s = jnp.where(positive, 1.0 / jnp.sqrt(jnp.where(diag > 0, diag, 1.0)), 1.0)
+    S = jnp.where(positive, H * jnp.outer(s, s), eye)
+    eig = jnp.linalg.eigvalsh(S)
     eps = jnp.finfo(dtype).eps
-    pd = (eig[0] > 100 * eps * eig[-1]) & jnp.all(jnp.isfinite(eig))
-    L = jnp.linalg.cholesky(jnp.where(pd, H, eye))
+    pd = positive & (eig[0] > 100 * eps * eig[-1]) & jnp.all(jnp.isfinite(eig))
+    L = jnp.linalg.cholesky(jnp.where(pd, S, eye))
     Linv = jax.scipy.linalg.solve_triangular(L, eye, lower=True)
-    Hinv = jnp.where(pd, Linv.T @ Linv, jnp.nan)
+    Hinv = jnp.where(pd, (Linv.T @ Linv) * jnp.outer(s, s), jnp.nan)
     cond = jnp.where(pd, eig[-1] / eig[0], jnp.inf)
     return Hinv, pd, cond
 

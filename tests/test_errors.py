@@ -108,13 +108,20 @@ def test_init_unknown_name_and_scalar_batch_leaf():
 
 def test_float32_fit_that_cannot_reach_tol_says_so():
     x = np.random.default_rng(0).normal(1000.0, 3.0, 500).astype(np.float32)
+    # L-BFGS judges convergence by the raw gradient, which float32 cannot push below
+    # tol=1e-8 here: it stalls and says so.
     with pytest.warns(jm.ConvergenceWarning, match="PRECISION_LIMIT.*float64"):
-        res = jm.fit(normal_model(), jnp.asarray(x), tol=1e-8)
+        res = jm.fit(normal_model(), jnp.asarray(x), tol=1e-8, method="lbfgs")
     assert res.status == jm.Status.PRECISION_LIMIT
     # The estimate is still as good as float32 allows.
     np.testing.assert_allclose(res.params["mu"], x.astype(float).mean(), rtol=1e-6)
+    # Newton sees (by its decrement) that no step can improve f beyond its float32
+    # rounding: the optimum to working precision, which is convergence.
+    res = jm.fit(normal_model(), jnp.asarray(x), tol=1e-8)
+    assert res.status == jm.Status.CONVERGED
+    np.testing.assert_allclose(res.params["mu"], x.astype(float).mean(), rtol=1e-6)
     # The default float32 tolerance is reachable.
-    assert jm.fit(normal_model(), jnp.asarray(x)).status == jm.Status.CONVERGED
+    assert jm.fit(normal_model(), jnp.asarray(x), method="lbfgs").status == jm.Status.CONVERGED
 
 
 def test_narrow_integer_counts_are_widened():
@@ -141,15 +148,17 @@ def test_complex_data_is_rejected():
         jm.fit(normal_model(), X + 1j)
 
 
-def test_overflowing_objective_makes_the_line_search_back_off():
+@pytest.mark.parametrize("globalization", ["trust-region", "line-search"])
+def test_overflowing_objective_makes_newton_back_off(globalization):
     # From log-rate -30 the first Newton step lands near +5e13, where exp overflows to
-    # inf; the line search must shorten the step instead of returning NaN.
+    # inf; the step must be shortened (trust radius or line search) instead of
+    # returning NaN.
     x = jnp.array([4.0, 7.0, 5.0, 3.0, 6.0])
     model = jm.Model(lambda p, k: k * p["eta"] - jnp.exp(p["eta"]), {"eta": -30.0})
-    res = jm.fit(model, x, method="newton")
+    res = jm.fit(model, x, method=jm.optimizers.Newton(globalization=globalization))
     assert res.status == jm.Status.CONVERGED
     np.testing.assert_allclose(res.params["eta"], np.log(5.0), rtol=1e-10)
-    assert int(res.evals[0]) > int(res.n_iter) + 10      # many shortened trial steps
+    assert int(res.evals[0]) > int(res.n_iter) + 5      # shortened trial steps
 
 
 def test_uniform_with_identical_values():

@@ -1,13 +1,25 @@
-"""Damped Newton-Raphson with an exact autodiff Hessian."""
+"""Newton's method with an exact autodiff Hessian: trust region (default) or line search.
+
+The trust-region variant (Moré & Sorensen 1983; Nocedal & Wright ch. 4) measures
+steps in a scaled norm ||D p|| with D the running maximum of sqrt|diag H|
+(MINPACK's choice for Levenberg-Marquardt), so it is unaffected by how the user
+scales a parameter. Each step first tries the plain Newton step from a Cholesky
+factorisation; only a fit whose Newton step leaves the region, or whose Hessian is
+not positive definite, solves the exact subproblem with an eigendecomposition
+(the secular equation for the multiplier, the hard case included). Under vmap
+that costs an eigendecomposition only in iterations where some fit needs it.
+
+The line-search variant (``globalization="line-search"``) is the older damped
+Newton: the eigenvalue fix for indefinite Hessians plus Armijo backtracking.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-
-from typing import NamedTuple
 
 from ._base import (Optimizer, StepInfo, backtracking, descent_direction, failed_if, info, lane_while,
                     value_grad_hessian)
@@ -18,9 +30,25 @@ class NewtonState(NamedTuple):
     f: jax.Array
     grad: jax.Array
     hess: jax.Array      # the objective's Hessian at z
+    chol: jax.Array      # its Cholesky factor, NaN where it is not positive definite
+    radius: jax.Array    # trust radius in the scaled norm ||D p||
+    scale: jax.Array     # D: running max of sqrt|diag H|
 
 
-def newton_direction(H, g):
+def _cholesky(H):
+    H = 0.5 * (H + H.T)
+    return jnp.linalg.cholesky(H)
+
+
+def newton_decrement(chol, g):
+    """g' H^-1 g from the Cholesky factor (NaN where H is not positive definite)."""
+    ok = jnp.all(jnp.isfinite(chol))
+    eye = jnp.eye(g.shape[0], dtype=g.dtype)
+    v = jax.scipy.linalg.solve_triangular(jnp.where(ok, chol, eye), g, lower=True)
+    return jnp.where(ok, jnp.vdot(v, v), jnp.nan)
+
+
+def newton_direction(H, g, chol=None):
     """Newton direction -H^-1 g, with the eigenvalue fix when H is not positive definite.
 
     The Cholesky solve is the fast path. Fits where it fails use the eigenvalue fix
@@ -32,13 +60,10 @@ def newton_direction(H, g):
     intermittently deadlocked XLA:CPU on repeated execution.
     """
     H = 0.5 * (H + H.T)
-    L = jnp.linalg.cholesky(H)
+    L = _cholesky(H) if chol is None else chol
     ok = jnp.all(jnp.isfinite(L))
     eye = jnp.eye(H.shape[0], dtype=H.dtype)
     d_chol = -jax.scipy.linalg.cho_solve((jnp.where(ok, L, eye), True), g)
-    # The eigendecomposition runs only while some fit needs it (under vmap: in
-    # iterations where any fit's Hessian is not positive definite). Its input
-    # depends on the Cholesky solve, which orders the LAPACK calls.
     use_chol = ok & jnp.all(jnp.isfinite(d_chol))
 
     def fix(c):
@@ -48,11 +73,11 @@ def newton_direction(H, g):
 
 
 def modified_newton_direction(H, g, rel_floor=1e-10):
-    """Newton direction with the Hessian made positive definite.
+    """Newton direction with the Hessian made positive definite (the eigenvalue fix).
 
     Negative eigenvalues are flipped and tiny ones floored at ``rel_floor`` times
-    the largest, so the direction is always a descent direction (the "eigenvalue
-    fix"); for a positive-definite Hessian it is the plain Newton step.
+    the largest, so the direction is always a descent direction; for a
+    positive-definite Hessian it is the plain Newton step.
     """
     H = 0.5 * (H + H.T)
     w, V = jnp.linalg.eigh(H)
@@ -61,33 +86,170 @@ def modified_newton_direction(H, g, rel_floor=1e-10):
     return -V @ ((V.T @ g) / w)
 
 
+def boundary_step(H, g, radius, n_newton=40):
+    """argmin g'p + p'Hp/2 subject to ||p|| = radius, for a symmetric H (any inertia).
+
+    With H = V diag(w) V' and a = V'g, p(lam) = -V a / (w + lam); the multiplier
+    lam >= max(0, -w_min) solves ||p(lam)|| = radius, found by Newton's method on
+    1/||p(lam)|| - 1/radius, which is nearly linear in lam and converges
+    monotonically from the left (Moré & Sorensen 1983). In the hard case (g
+    orthogonal to the lowest eigenvector of an indefinite H) the step is completed
+    along that eigenvector to the boundary.
+    """
+    w, V = jnp.linalg.eigh(0.5 * (H + H.T))
+    a = V.T @ g
+    dtype = g.dtype
+    eps = jnp.finfo(dtype).eps
+    top = jnp.maximum(jnp.max(jnp.abs(w)), jnp.finfo(dtype).tiny)
+    lo = jnp.maximum(0.0, -w[0]) + 10 * eps * top + jnp.finfo(dtype).tiny
+
+    def norms(lam):
+        d = w + lam
+        q = a / d
+        return jnp.sqrt(jnp.vdot(q, q)), jnp.vdot(q, q / d)
+
+    def newton(_, lam):
+        pn, s3 = norms(lam)
+        # phi = 1/pn - 1/radius; phi' = s3 / pn^3.
+        step = (1.0 / pn - 1.0 / radius) * pn ** 3 / jnp.maximum(s3, jnp.finfo(dtype).tiny)
+        return jnp.maximum(lam - step, lo)
+
+    lam = jax.lax.fori_loop(0, n_newton, newton, lo)
+    p = -V @ (a / (w + lam))
+    pn = jnp.linalg.norm(p)
+    # Hard case: even at the smallest multiplier the step stays inside: go along v_min.
+    tau = jnp.sqrt(jnp.maximum(radius ** 2 - pn ** 2, 0.0))
+    v = V[:, 0]
+    v = jnp.where(jnp.vdot(g, v) > 0, -v, v)
+    return jnp.where(pn < radius, p + tau * v, p)
+
+
+def trust_region_step(H, g, chol, radius):
+    """The trust-region step for gradient g, Hessian H (both already scaled) and radius.
+
+    The Newton step when H is positive definite and the step fits in the region
+    (no eigendecomposition); otherwise ``boundary_step``.
+    """
+    ok = jnp.all(jnp.isfinite(chol))
+    eye = jnp.eye(g.shape[0], dtype=g.dtype)
+    p_newton = -jax.scipy.linalg.cho_solve((jnp.where(ok, chol, eye), True), g)
+    inside = ok & jnp.all(jnp.isfinite(p_newton)) & (jnp.linalg.norm(p_newton) <= radius)
+
+    def solve(c):
+        return jnp.zeros((), bool), boundary_step(jnp.where(c[0], H, eye), g, radius)
+
+    return lane_while(lambda c: c[0], solve, (~inside, p_newton))[1]
+
+
+def _scaled(H, g, D):
+    return H / jnp.outer(D, D), g / D
+
+
 @dataclasses.dataclass(frozen=True)
 class Newton(Optimizer):
-    """Newton's method: exact Hessian, eigenvalue fix, Armijo backtracking.
-
-    Converges from poor starts (the line search guarantees descent) and
-    quadratically near the optimum.
+    """Newton's method with the exact Hessian.
 
     Args:
-        max_backtracks: halvings of the step length before the line search fails.
+        globalization: "trust-region" (default: scaled trust region with the exact
+            subproblem) or "line-search" (eigenvalue fix plus Armijo backtracking).
+        max_trials: rejected trial steps (trust region) or halvings (line search)
+            before a step counts as failed.
+        initial_radius: the first trust radius is this times ||D z0|| (or this
+            itself when z0 = 0), as in MINPACK.
     """
 
-    max_backtracks: int = 40
+    globalization: str = "trust-region"
+    max_trials: int = 40
+    initial_radius: float = 100.0
     name = "newton"
     default_max_iter = 100
 
+    def __post_init__(self):
+        if self.globalization not in ("trust-region", "line-search"):
+            raise ValueError(f"globalization must be 'trust-region' or 'line-search', got {self.globalization!r}")
+
     def init(self, objective, z0, data) -> tuple[NewtonState, StepInfo]:
         f, g, H = value_grad_hessian(objective, z0, data)
-        return NewtonState(z0, f, g, H), info(1, 1, 1)
+        D = jnp.sqrt(jnp.abs(jnp.diagonal(H)))
+        D = jnp.where((D > 0) & jnp.isfinite(D), D, 1.0)
+        dz = jnp.linalg.norm(D * z0)
+        radius = self.initial_radius * jnp.where(dz > 0, dz, 1.0)
+        return NewtonState(z0, f, g, H, _cholesky(H), radius, D), info(1, 1, 1)
+
+    def decrement(self, state: NewtonState):
+        return newton_decrement(state.chol, state.grad)
+
+    def hessian(self, state: NewtonState):
+        return state.hess
 
     def step(self, objective, state: NewtonState, data, active=True) -> tuple[NewtonState, StepInfo]:
+        if self.globalization == "line-search":
+            return self._line_search_step(objective, state, data, active)
+        return self._trust_region_step(objective, state, data, active)
+
+    def _trust_region_step(self, objective, state, data, active):
+        z0, f0, g0, H = state.z, state.f, state.grad, state.hess
+        D = state.scale
+        Hs, gs = _scaled(H, g0, D)
+        # The Cholesky factor of D^-1 H D^-1 is D^-1 L.
+        chol_s = state.chol / D[:, None]
+        slack = 4 * jnp.finfo(f0.dtype).eps * jnp.abs(f0)
+
+        def trial_step(radius):
+            ps = trust_region_step(Hs, gs, chol_s, radius)
+            return ps / D, jnp.linalg.norm(ps)
+
+        p, pn = trial_step(state.radius)
+        f1, g1, H1 = value_grad_hessian(objective, z0 + p, data)
+
+        def judge(p, pn, f_new, radius):
+            pred = -(jnp.vdot(g0, p) + 0.5 * jnp.vdot(p, H @ p))
+            actual = f0 - f_new
+            finite = jnp.isfinite(f_new)
+            # Near the optimum both reductions are rounding noise: judge by the slack.
+            ratio = jnp.where(pred > slack, actual / jnp.where(pred > 0, pred, 1.0), 1.0)
+            ok = finite & (actual >= 1e-4 * jnp.maximum(pred, 0.0) - slack) & (pred >= -slack)
+            radius = jnp.where(~finite | (ratio < 0.25), 0.25 * jnp.minimum(pn, radius),
+                               jnp.where((ratio > 0.75) & (pn >= 0.99 * radius), 2.0 * radius, radius))
+            return ok, radius
+
+        ok, radius = judge(p, pn, f1, state.radius)
+
+        def pending(c):
+            return (~c[0]) & (c[1] < self.max_trials) & active
+
+        def retry(c):
+            _, k, radius, _, _ = c
+            p, pn = trial_step(radius)
+            f_new = objective(z0 + p, data)
+            ok, radius = judge(p, pn, f_new, radius)
+            return ok, k + 1, radius, p, f_new
+
+        ok, k, radius, p, f_new = lane_while(pending, retry, (ok, jnp.ones((), jnp.int32), radius, p, f1))
+        z = jnp.where(ok, z0 + p, z0)
+        redo = ok & (k > 1) & active
+
+        def again(c):
+            return (jnp.zeros((), bool), c[1]) + value_grad_hessian(objective, jnp.where(c[0], c[1], z0), data)
+
+        _, _, f, g, Hn = lane_while(lambda c: c[0], again, (redo, z, f1, g1, H1))
+        f, g, Hn = (jnp.where(ok, a, b) for a, b in ((f, f0), (g, g0), (Hn, H)))
+        chol = jnp.where(ok, _cholesky(Hn), state.chol)
+        diag = jnp.sqrt(jnp.abs(jnp.diagonal(Hn)))
+        D = jnp.maximum(D, jnp.where(jnp.isfinite(diag), diag, 0.0))
+        extra = redo.astype(jnp.int32)
+        # The first trial came with the full pass; each retry cost one objective value.
+        new = NewtonState(z, f, g, Hn, chol, radius, D)
+        return new, info(k + extra, 1 + extra, 1 + extra, failed_if(~ok))
+
+    def _line_search_step(self, objective, state, data, active):
         z0, g0 = state.z, state.grad
-        d = descent_direction(g0, newton_direction(state.hess, g0))
+        d = descent_direction(g0, newton_direction(state.hess, g0, state.chol))
         # The full step is tried with the (f, gradient, Hessian) pass the next step
         # needs anyway, so an accepted full step (the common case) costs one pass
         # and no separate objective evaluation.
         f1, g1, H1 = value_grad_hessian(objective, z0 + d, data)
-        z, _, ok, n_ls = backtracking(objective, data, z0, state.f, g0, d, self.max_backtracks, f1=f1,
+        z, _, ok, n_ls = backtracking(objective, data, z0, state.f, g0, d, self.max_trials, f1=f1,
                                      active=active)
         # After a backtrack the pass is redone at the accepted point; under vmap this
         # costs a pass only in iterations where some fit backtracked.
@@ -101,8 +263,7 @@ class Newton(Optimizer):
         _, _, f, g, H = lane_while(lambda c: c[0], again, (redo, z, f1, g1, H1))
         # A failed search keeps the old point and what is known about it.
         f, g, H = (jnp.where(ok, a, b) for a, b in ((f, state.f), (g, g0), (H, state.hess)))
+        chol = jnp.where(ok, _cholesky(H), state.chol)
         extra = redo.astype(jnp.int32)
-        return NewtonState(z, f, g, H), info(n_ls + extra, 1 + extra, 1 + extra, failed_if(~ok))
-
-    def hessian(self, state: NewtonState):
-        return state.hess
+        new = NewtonState(z, f, g, H, chol, state.radius, state.scale)
+        return new, info(n_ls + extra, 1 + extra, 1 + extra, failed_if(~ok))
