@@ -67,15 +67,22 @@ class BatchFitter:
             if lanes is None:
                 carry, live = sub, np.flatnonzero(running)
             else:
-                n = lanes.size
-                carry = jax.tree_util.tree_map(lambda a, b: a.at[lanes].set(b[:n]), carry, sub)
-                live = lanes[running[:n]]
+                carry = _merge(carry, sub, idx)
+                live = lanes[running[: lanes.size]]
             if live.size == 0:
                 break
-            # Pad the bucket by repeating a live dataset; only the first copies count.
+            # Pad the bucket by repeating a live dataset: the copies compute exactly what
+            # the original does, so writing them all back is harmless, and every shape
+            # depends on the bucket size alone (no recompilation for new data).
             idx = np.concatenate([live, np.full(self._size(live.size) - live.size, live[-1])])
             sub, sub_args, lanes = take(carry, idx), take(args, idx), live
         return self.finish(carry, *args)
+
+
+@jax.jit
+def _merge(carry, sub, idx):
+    """Write a bucket's carry back into the full batch's carry at rows ``idx``."""
+    return jax.tree_util.tree_map(lambda a, b: a.at[idx].set(b), carry, sub)
 
 
 def default_mesh(mesh):
