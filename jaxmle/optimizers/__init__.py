@@ -13,6 +13,7 @@ from .bfgs import BFGS, BFGSState
 from .em import EM, EMState
 from .first_order import Adam, GradientAscent
 from .lbfgs import LBFGS
+from .lm import LevenbergMarquardt, LMState
 from .newton import Newton, NewtonState
 
 METHODS: dict[str, type[Optimizer]] = {
@@ -22,6 +23,7 @@ METHODS: dict[str, type[Optimizer]] = {
     "adam": Adam,
     "gd": GradientAscent,
     "em": EM,
+    "lm": LevenbergMarquardt,
 }
 
 # Above this many free parameters method="auto" switches from Newton to L-BFGS.
@@ -51,7 +53,10 @@ def resolve(method, n_free: int, model=None) -> Optimizer:
             f"method must be a name or an optimizer instance, got {type(method).__name__}"
         )
     if method == "auto":
-        method = "newton" if n_free <= AUTO_NEWTON_MAX_PARAMS else "lbfgs"
+        if getattr(model, "residuals", None) is not None:
+            method = "lm"          # a nonlinear regression: Levenberg-Marquardt on its residuals
+        else:
+            method = "newton" if n_free <= AUTO_NEWTON_MAX_PARAMS else "lbfgs"
     if method not in METHODS:
         raise ValueError(
             f"unknown method {method!r}; choose one of {['auto', *METHODS]} "
@@ -63,5 +68,5 @@ def resolve(method, n_free: int, model=None) -> Optimizer:
 __all__ = [
     "Optimizer", "StepInfo", "FitData", "NO_FAILURE", "info", "backtracking", "OptaxMethod",
     "OptaxState", "Newton", "NewtonState", "BFGS", "BFGSState", "LBFGS", "Adam", "GradientAscent",
-    "EM", "EMState", "METHODS", "register", "general_methods", "resolve",
+    "EM", "EMState", "LevenbergMarquardt", "LMState", "METHODS", "register", "general_methods", "resolve",
 ]
