@@ -13,14 +13,17 @@ The decrement does not change when a parameter is rescaled (or any other linear
 reparametrisation), so badly scaled models converge like well-scaled ones. A fit
 has converged when
 
-* m <= gtol * fs, or
-* an accepted step changed f by at most ftol * fs and either m <= 10 * gtol * fs
+* m <= gtol * s, with s = fs for max|g| and s = sqrt(fs) for the decrement (whose
+  square is in units of f), or
+* an accepted step changed f by at most ftol * fs and either m <= 10 * gtol * s
   or the predicted decrease m^2 / 2 is at most ftol * fs (no step can improve f
   beyond its rounding: the optimum to working precision).
 
 A step that finds no improvement ends the fit as CONVERGED when one of the last
-two tests holds, as PRECISION_LIMIT when m is at the sqrt(eps) noise level, and
-otherwise with the method's own failure code. Defaults depend on the dtype:
+two tests holds or the Newton step is below 100 sqrt(eps) relative to every
+coordinate (f is flat to its rounding noise there and the parameters are known
+to about six digits), as PRECISION_LIMIT when m is at the sqrt(eps) noise level,
+and otherwise with the method's own failure code. Defaults depend on the dtype:
 gtol = 1e-9 (float64) / 1e-5 (float32) for Newton, BFGS and L-BFGS, 1e-7 / 1e-4
 for Adam and gradient ascent; ftol is 4 ulps.
 
@@ -113,22 +116,35 @@ class Carry(NamedTuple):
 
 class _Measure(NamedTuple):
     m: jax.Array          # the distance measure: Newton decrement or max|g|
+    scale: jax.Array      # what tolerances on m multiply: sqrt(fs) for the decrement, fs for max|g|
     gmax: jax.Array       # max|g|, for traces and reports
     fs: jax.Array         # max(1, |f|)
     precise: jax.Array    # predicted decrease m^2/2 within ftol * fs (needs a Hessian)
+    close: jax.Array      # Newton step below XTOL relative to z in every coordinate
     finite: jax.Array
+
+
+# A fit that can make no more progress is converged when its Newton step is below this
+# times sqrt(eps), relative to each coordinate: about six correct digits.
+XTOL = 100.0
 
 
 def _measure(opt, state, ftol) -> _Measure:
     gmax = jnp.max(jnp.abs(state.grad))
     fs = jnp.maximum(1.0, jnp.abs(state.f))
     finite = jnp.isfinite(state.f) & jnp.all(jnp.isfinite(state.grad))
-    dec2 = opt.decrement(state)
+    dec2, step = opt.decrement(state), opt.newton_step(state)
+    close = jnp.zeros((), bool)
+    if step is not None:
+        xtol = XTOL * float(np.sqrt(jnp.finfo(state.z.dtype).eps))
+        close = jnp.all(jnp.abs(step) <= xtol * jnp.abs(state.z))
     if dec2 is None:
-        return _Measure(gmax, gmax, fs, jnp.zeros((), bool), finite)
+        return _Measure(gmax, fs, gmax, fs, jnp.zeros((), bool), close, finite)
+    # The decrement squared is in units of f: its tolerance scales with sqrt(|f|).
     known = jnp.isfinite(dec2) & (dec2 >= 0)
     m = jnp.where(known, jnp.sqrt(jnp.where(known, dec2, 0.0)), gmax)
-    return _Measure(m, gmax, fs, known & (0.5 * dec2 <= ftol * fs), finite)
+    scale = jnp.where(known, jnp.sqrt(fs), fs)
+    return _Measure(m, scale, gmax, fs, known & (0.5 * dec2 <= ftol * fs), close, finite)
 
 
 def _record(buf, i, state, gs):
@@ -144,7 +160,7 @@ def loop_start(opt, objective, z0, data, gtol: float, trace_len: int = 0, ftol: 
     state0, info = opt.init(objective, z0, data)
     ms = _measure(opt, state0, ftol)
     status0 = jnp.where(
-        ~ms.finite, Status.NONFINITE, jnp.where(ms.m <= gtol * ms.fs, Status.CONVERGED, RUNNING)
+        ~ms.finite, Status.NONFINITE, jnp.where(ms.m <= gtol * ms.scale, Status.CONVERGED, RUNNING)
     ).astype(jnp.int32)
     buf0 = None
     if trace_len > 0:
@@ -157,11 +173,11 @@ def loop_body(opt, objective, carry: Carry, data, max_iter: int, gtol: float, ft
     state, it = carry.state, carry.n_iter + 1
     new, info = opt.step(objective, state, data, active=carry.status == RUNNING)
     ms = _measure(opt, new, ftol)
-    m, fs = ms.m, ms.fs
+    m, fs, scale = ms.m, ms.fs, ms.scale
     df = jnp.abs(state.f - new.f)
     moved = jnp.any(new.z != state.z)
-    at_floor = (m <= FLOOR * gtol * fs) | ms.precise
-    conv = (m <= gtol * fs) | (moved & (df <= ftol * fs) & at_floor)
+    at_floor = (m <= FLOOR * gtol * scale) | ms.precise
+    conv = (m <= gtol * scale) | (moved & (df <= ftol * fs) & at_floor)
     failed = info.failure != NO_FAILURE
     stuck = failed | ~moved
     # A line search comparing objective values rounded to eps cannot resolve a
@@ -177,8 +193,8 @@ def loop_body(opt, objective, carry: Carry, data, max_iter: int, gtol: float, ft
             Status.CONVERGED,
             jnp.where(
                 stuck,
-                jnp.where(at_floor, Status.CONVERGED,
-                          jnp.where(m <= noise * fs, Status.PRECISION_LIMIT, gave_up)),
+                jnp.where(at_floor | ms.close, Status.CONVERGED,
+                          jnp.where(m <= noise * scale, Status.PRECISION_LIMIT, gave_up)),
                 jnp.where(it >= max_iter, Status.MAX_ITER, RUNNING),
             ),
         ),

@@ -7,8 +7,9 @@ of the compile-cache key) with
 * ``step(objective, state, data, active) -> (state, info)``
 * ``hessian(state)``: the objective's Hessian at ``state.z`` if the method carries
   it, else None (the driver then computes it once, at the end).
-* ``decrement(state)``: the Newton decrement g' H^-1 g if the method has it, else
-  None (see the stopping rule in ``jaxmle._solve``).
+* ``decrement(state)`` and ``newton_step(state)``: the Newton decrement g' H^-1 g
+  and the Newton step H^-1 g if the method has them, else None (see the stopping
+  rule in ``jaxmle._solve``).
 
 ``objective(z, data)`` is the scalar to *minimise* (the negative mean
 log-likelihood). ``state`` is the method's own ``NamedTuple`` whose first three
@@ -102,6 +103,16 @@ class Optimizer:
         The stopping rule then measures the distance to the optimum in a way no
         rescaling of the parameters changes (NaN where it is unavailable for a fit,
         e.g. an indefinite Hessian: the rule falls back to max|g| there).
+        """
+        return None
+
+    def newton_step(self, state):
+        """The Newton step H^-1 g at ``state`` if the method can give it, else None.
+
+        When a fit can make no more progress (its step failed), a Newton step below
+        a relative size of 100 sqrt(eps) in every coordinate means the optimum is
+        within that distance: the objective is flat to rounding and the parameters
+        are determined to about six digits (see ``jaxmle._solve``).
         """
         return None
 

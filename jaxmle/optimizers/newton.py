@@ -118,10 +118,11 @@ def boundary_step(H, g, radius, n_newton=40):
     p = -V @ (a / (w + lam))
     pn = jnp.linalg.norm(p)
     # Hard case: even at the smallest multiplier the step stays inside: go along v_min.
+    # (Not for a step short by rounding alone: the square root would blow that up.)
     tau = jnp.sqrt(jnp.maximum(radius ** 2 - pn ** 2, 0.0))
     v = V[:, 0]
     v = jnp.where(jnp.vdot(g, v) > 0, -v, v)
-    return jnp.where(pn < radius, p + tau * v, p)
+    return jnp.where(pn < (1.0 - 1e3 * eps) * radius, p + tau * v, p)
 
 
 def trust_region_step(H, g, chol, radius):
@@ -162,7 +163,7 @@ class Newton(Optimizer):
     max_trials: int = 40
     initial_radius: float = 100.0
     name = "newton"
-    default_max_iter = 100
+    default_max_iter = 1000
 
     def __post_init__(self):
         if self.globalization not in ("trust-region", "line-search"):
@@ -179,6 +180,12 @@ class Newton(Optimizer):
     def decrement(self, state: NewtonState):
         return newton_decrement(state.chol, state.grad)
 
+    def newton_step(self, state: NewtonState):
+        ok = jnp.all(jnp.isfinite(state.chol))
+        eye = jnp.eye(state.z.shape[0], dtype=state.z.dtype)
+        step = jax.scipy.linalg.cho_solve((jnp.where(ok, state.chol, eye), True), state.grad)
+        return jnp.where(ok, step, jnp.nan)
+
     def hessian(self, state: NewtonState):
         return state.hess
 
@@ -193,7 +200,8 @@ class Newton(Optimizer):
         Hs, gs = _scaled(H, g0, D)
         # The Cholesky factor of D^-1 H D^-1 is D^-1 L.
         chol_s = state.chol / D[:, None]
-        slack = 4 * jnp.finfo(f0.dtype).eps * jnp.abs(f0)
+        # Rounding noise in f scales with its terms, not with |f| (which can cancel to ~0).
+        slack = 4 * jnp.finfo(f0.dtype).eps * jnp.maximum(1.0, jnp.abs(f0))
 
         def trial_step(radius):
             ps = trust_region_step(Hs, gs, chol_s, radius)
