@@ -133,7 +133,8 @@ def _measure(opt, state, ftol) -> _Measure:
     gmax = jnp.max(jnp.abs(state.grad))
     fs = jnp.maximum(1.0, jnp.abs(state.f))
     finite = jnp.isfinite(state.f) & jnp.all(jnp.isfinite(state.grad))
-    dec2, step = opt.decrement(state), opt.newton_step(state)
+    step = opt.newton_step(state)
+    dec2 = opt.decrement(state, step)
     close = jnp.zeros((), bool)
     if step is not None:
         xtol = XTOL * float(np.sqrt(jnp.finfo(state.z.dtype).eps))

@@ -97,15 +97,6 @@ class Optimizer:
         """The objective's Hessian at ``state.z`` if the method already has it, else None."""
         return None
 
-    def decrement(self, state):
-        """The Newton decrement g' H^-1 g at ``state`` if the method can give it, else None.
-
-        The stopping rule then measures the distance to the optimum in a way no
-        rescaling of the parameters changes (NaN where it is unavailable for a fit,
-        e.g. an indefinite Hessian: the rule falls back to max|g| there).
-        """
-        return None
-
     def newton_step(self, state):
         """The Newton step H^-1 g at ``state`` if the method can give it, else None.
 
@@ -115,6 +106,19 @@ class Optimizer:
         are determined to about six digits (see ``jaxmle._solve``).
         """
         return None
+
+    def decrement(self, state, step=None):
+        """The Newton decrement g' H^-1 g at ``state`` if the method can give it, else None.
+
+        The stopping rule then measures the distance to the optimum in a way no
+        rescaling of the parameters changes (NaN where it is unavailable for a fit,
+        e.g. an indefinite Hessian: the rule falls back to max|g| there). By default
+        it is g' (H^-1 g) from ``step`` (``newton_step``'s result, passed in so the
+        driver solves with H once: with jax 0.10, two independent batched LAPACK
+        solves in one program can deadlock XLA:CPU).
+        """
+        step = self.newton_step(state) if step is None else step
+        return None if step is None else jnp.vdot(state.grad, step)
 
 
 def info(n_f, n_g, n_h, failure=None) -> StepInfo:

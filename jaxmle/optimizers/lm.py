@@ -322,9 +322,16 @@ class LevenbergMarquardt(Optimizer):
         new = LMState(z, f, g, fnorm, s, vt, c, diag, radius, par, jnp.zeros((), bool), dec)
         return new, info(n_trials + 1, 2, 0, failed_if(~take))
 
-    def decrement(self, state: LMState):
+    def decrement(self, state: LMState, step=None):
         """The Gauss-Newton decrement g' H^-1 g (H: the objective's Gauss-Newton Hessian)."""
         return state.dec
+
+    def newton_step(self, state: LMState):
+        """The Gauss-Newton step in the mean coordinates (sigma sits at its closed form)."""
+        mean_idx = _layout(self.model)[0]
+        keep = state.sv > _rank_tol(state.sv, (state.proj.shape[0], mean_idx.size))
+        gn = (state.vt.T @ jnp.where(keep, state.proj / jnp.where(keep, state.sv, 1.0), 0.0)) / state.diag
+        return jnp.zeros_like(state.z).at[mean_idx].set(gn)
 
 
 def _rank_tol(sv, shape):

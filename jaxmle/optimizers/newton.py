@@ -1,13 +1,13 @@
 """Newton's method with an exact autodiff Hessian: trust region (default) or line search.
 
-The trust-region variant (Moré & Sorensen 1983; Nocedal & Wright ch. 4) measures
-steps in a scaled norm ||D p|| with D the running maximum of sqrt|diag H|
-(MINPACK's choice for Levenberg-Marquardt), so it is unaffected by how the user
-scales a parameter. Each step first tries the plain Newton step from a Cholesky
-factorisation; only a fit whose Newton step leaves the region, or whose Hessian is
-not positive definite, solves the exact subproblem with an eigendecomposition
-(the secular equation for the multiplier, the hard case included). Under vmap
-that costs an eigendecomposition only in iterations where some fit needs it.
+The trust-region variant (Nocedal & Wright ch. 4) measures steps in a scaled norm
+||D p|| with D the running maximum of sqrt|diag H| (MINPACK's choice for
+Levenberg-Marquardt), so it is unaffected by how the user scales a parameter. A
+positive-definite Hessian gives the Newton step from its Cholesky factor, and
+Powell's dogleg (towards steepest descent) when that step leaves the region; an
+indefinite one solves the exact subproblem with an eigendecomposition (Moré &
+Sorensen 1983: the secular equation for the multiplier, the hard case included).
+Under vmap the eigendecomposition runs only in iterations where some fit needs it.
 
 The line-search variant (``globalization="line-search"``) is the older damped
 Newton: the eigenvalue fix for indefinite Hessians plus Armijo backtracking.
@@ -38,14 +38,6 @@ class NewtonState(NamedTuple):
 def _cholesky(H):
     H = 0.5 * (H + H.T)
     return jnp.linalg.cholesky(H)
-
-
-def newton_decrement(chol, g):
-    """g' H^-1 g from the Cholesky factor (NaN where H is not positive definite)."""
-    ok = jnp.all(jnp.isfinite(chol))
-    eye = jnp.eye(g.shape[0], dtype=g.dtype)
-    v = jax.scipy.linalg.solve_triangular(jnp.where(ok, chol, eye), g, lower=True)
-    return jnp.where(ok, jnp.vdot(v, v), jnp.nan)
 
 
 def newton_direction(H, g, chol=None):
@@ -125,21 +117,50 @@ def boundary_step(H, g, radius, n_newton=40):
     return jnp.where(pn < (1.0 - 1e3 * eps) * radius, p + tau * v, p)
 
 
-def trust_region_step(H, g, chol, radius):
-    """The trust-region step for gradient g, Hessian H (both already scaled) and radius.
-
-    The Newton step when H is positive definite and the step fits in the region
-    (no eigendecomposition); otherwise ``boundary_step``.
-    """
+def cholesky_step(chol, g):
+    """(-H^-1 g from the Cholesky factor, whether it is usable)."""
     ok = jnp.all(jnp.isfinite(chol))
     eye = jnp.eye(g.shape[0], dtype=g.dtype)
-    p_newton = -jax.scipy.linalg.cho_solve((jnp.where(ok, chol, eye), True), g)
-    inside = ok & jnp.all(jnp.isfinite(p_newton)) & (jnp.linalg.norm(p_newton) <= radius)
+    p = -jax.scipy.linalg.cho_solve((jnp.where(ok, chol, eye), True), g)
+    return p, ok & jnp.all(jnp.isfinite(p))
+
+
+def dogleg_step(H, g, p_newton, radius):
+    """Powell's dogleg for a positive-definite H: the Newton step if it fits, else the
+    point where the path steepest descent (to the Cauchy point) -> Newton step leaves
+    the region. Matrix-vector products only."""
+    gn = jnp.linalg.norm(g)
+    curv = jnp.vdot(g, H @ g)
+    p_cauchy = -(gn ** 2 / jnp.where(curv > 0, curv, 1.0)) * g
+    pc = jnp.linalg.norm(p_cauchy)
+    # Beyond the Cauchy point: p_c + tau (p_n - p_c) with ||.|| = radius, tau in [0, 1].
+    d = p_newton - p_cauchy
+    a, b, c = jnp.vdot(d, d), 2 * jnp.vdot(p_cauchy, d), pc ** 2 - radius ** 2
+    tau = (-b + jnp.sqrt(jnp.maximum(b * b - 4 * a * c, 0.0))) / jnp.where(a > 0, 2 * a, 1.0)
+    dog = p_cauchy + jnp.clip(tau, 0.0, 1.0) * d
+    steepest = -(radius / jnp.where(gn > 0, gn, 1.0)) * g
+    inside = jnp.linalg.norm(p_newton) <= radius
+    return jnp.where(inside, p_newton, jnp.where(pc >= radius, steepest, dog))
+
+
+def trust_region_step(H, g, p_newton, newton_ok, radius):
+    """The trust-region step for gradient g, Hessian H (both already scaled) and radius.
+
+    A positive-definite H (``newton_ok``) takes the dogleg path built from the Newton
+    step ``p_newton`` (``cholesky_step``, computed once per iteration by the caller):
+    no further factorisation, however often the radius shrinks. Otherwise the exact
+    subproblem (``boundary_step``, an eigendecomposition) is solved, under vmap only
+    in iterations where some fit has an indefinite Hessian. (Recomputing the Newton
+    step here, inside the retry loop, would let XLA hoist that loop-invariant solve
+    beside another batched LAPACK call, which can deadlock jax 0.10's CPU runtime.)
+    """
+    eye = jnp.eye(g.shape[0], dtype=g.dtype)
+    dog = dogleg_step(H, g, jnp.where(newton_ok, p_newton, 0.0), radius)
 
     def solve(c):
         return jnp.zeros((), bool), boundary_step(jnp.where(c[0], H, eye), g, radius)
 
-    return lane_while(lambda c: c[0], solve, (~inside, p_newton))[1]
+    return lane_while(lambda c: c[0], solve, (~newton_ok, dog))[1]
 
 
 def _scaled(H, g, D):
@@ -177,14 +198,9 @@ class Newton(Optimizer):
         radius = self.initial_radius * jnp.where(dz > 0, dz, 1.0)
         return NewtonState(z0, f, g, H, _cholesky(H), radius, D), info(1, 1, 1)
 
-    def decrement(self, state: NewtonState):
-        return newton_decrement(state.chol, state.grad)
-
     def newton_step(self, state: NewtonState):
-        ok = jnp.all(jnp.isfinite(state.chol))
-        eye = jnp.eye(state.z.shape[0], dtype=state.z.dtype)
-        step = jax.scipy.linalg.cho_solve((jnp.where(ok, state.chol, eye), True), state.grad)
-        return jnp.where(ok, step, jnp.nan)
+        step, ok = cholesky_step(state.chol, state.grad)
+        return jnp.where(ok, -step, jnp.nan)
 
     def hessian(self, state: NewtonState):
         return state.hess
@@ -199,12 +215,12 @@ class Newton(Optimizer):
         D = state.scale
         Hs, gs = _scaled(H, g0, D)
         # The Cholesky factor of D^-1 H D^-1 is D^-1 L.
-        chol_s = state.chol / D[:, None]
+        p_newton, newton_ok = cholesky_step(state.chol / D[:, None], gs)
         # Rounding noise in f scales with its terms, not with |f| (which can cancel to ~0).
         slack = 4 * jnp.finfo(f0.dtype).eps * jnp.maximum(1.0, jnp.abs(f0))
 
         def trial_step(radius):
-            ps = trust_region_step(Hs, gs, chol_s, radius)
+            ps = trust_region_step(Hs, gs, p_newton, newton_ok, radius)
             return ps / D, jnp.linalg.norm(ps)
 
         p, pn = trial_step(state.radius)
@@ -217,8 +233,14 @@ class Newton(Optimizer):
             # Near the optimum both reductions are rounding noise: judge by the slack.
             ratio = jnp.where(pred > slack, actual / jnp.where(pred > 0, pred, 1.0), 1.0)
             ok = finite & (actual >= 1e-4 * jnp.maximum(pred, 0.0) - slack) & (pred >= -slack)
-            radius = jnp.where(~finite | (ratio < 0.25), 0.25 * jnp.minimum(pn, radius),
-                               jnp.where((ratio > 0.75) & (pn >= 0.99 * radius), 2.0 * radius, radius))
+            # Shrink to where a quadratic through f0, the slope g'p and f_new along the
+            # step has its minimum (as MINPACK and backtracking do), within [0.1, 0.5].
+            slope = jnp.vdot(g0, p)
+            t = 0.5 * slope / jnp.where(slope - actual < 0, slope - actual, -1.0)
+            shrink = jnp.where(finite & (actual < 0), jnp.clip(t, 0.1, 0.5), jnp.where(finite, 0.5, 0.1))
+            grow = (ratio > 0.75) & (pn >= 0.99 * radius)
+            radius = jnp.where(~finite | (ratio < 0.25), shrink * jnp.minimum(pn, radius),
+                               jnp.where(grow, 2.0 * radius, radius))
             return ok, radius
 
         ok, radius = judge(p, pn, f1, state.radius)
