@@ -471,16 +471,9 @@ def _problem(problem, args, jax, jnp, np, jm):
     if problem == "star":
         n = args.exposures
 
-        def prepare(d):
-            phase = OMEGA * d["t"]
-            return {"sin": jnp.sin(phase), "cos": jnp.cos(phase), "counts": d["counts"],
-                    "log_k_factorial": jax.scipy.special.gammaln(d["counts"] + 1.0)}
-
-        def loglik(p, d):
-            eta = p["a"] + p["b"] * d["sin"] + p["c"] * d["cos"]
-            return d["counts"] * eta - jnp.exp(eta) - d["log_k_factorial"]
-
-        model = jm.Model(loglik, {"a": 0.0, "b": 0.0, "c": 0.0}, name="star_light_curve", prepare=prepare)
+        from jaxmle._demo import OMEGA as DEMO_OMEGA, star_model   # after the worker set x64
+        assert DEMO_OMEGA == OMEGA
+        model = star_model()          # the demo's model: prepare computes sin, cos, log k! once
 
         @functools.partial(jax.jit, static_argnums=(1, 2))
         def draw(key, m, dtype):

@@ -15,14 +15,14 @@ has converged when
 
 * m <= gtol * s, with s = fs for max|g| and s = sqrt(fs) for the decrement (whose
   square is in units of f), or
-* an accepted step changed f by at most ftol * fs and m <= 10 * gtol * s, or
-  the predicted decrease m^2 / 2 is at most ftol * fs (no step can improve f
-  beyond its rounding: the optimum to working precision), or the Newton step is
-  below 100 sqrt(eps) relative to every coordinate (f is flat to its rounding
-  noise there and the parameters are known to about six digits).
+* an accepted step changed f by at most ftol * fs and either m <= 10 * gtol * s
+  or the predicted decrease m^2 / 2 is at most ftol * fs (no step can improve f
+  beyond its rounding: the optimum to working precision).
 
-A step that finds no improvement ends the fit as CONVERGED when one of the
-floor tests holds, as PRECISION_LIMIT when m is at the sqrt(eps) noise level,
+A step that finds no improvement ends the fit as CONVERGED when one of those
+floor tests holds or the Newton step is below 100 sqrt(eps) relative to every
+coordinate (f is flat to its rounding noise there and the parameters are known
+to about six digits), as PRECISION_LIMIT when m is at the sqrt(eps) noise level,
 and otherwise with the method's own failure code. Defaults depend on the dtype:
 gtol = 1e-9 (float64) / 1e-5 (float32) for Newton, BFGS and L-BFGS, 1e-7 / 1e-4
 for Adam and gradient ascent; ftol is 4 ulps.
@@ -177,7 +177,7 @@ def loop_body(opt, objective, carry: Carry, data, max_iter: int, gtol: float, ft
     m, fs, scale = ms.m, ms.fs, ms.scale
     df = jnp.abs(state.f - new.f)
     moved = jnp.any(new.z != state.z)
-    at_floor = (m <= FLOOR * gtol * scale) | ms.precise | ms.close
+    at_floor = (m <= FLOOR * gtol * scale) | ms.precise
     conv = (m <= gtol * scale) | (moved & (df <= ftol * fs) & at_floor)
     failed = info.failure != NO_FAILURE
     stuck = failed | ~moved
@@ -194,7 +194,7 @@ def loop_body(opt, objective, carry: Carry, data, max_iter: int, gtol: float, ft
             Status.CONVERGED,
             jnp.where(
                 stuck,
-                jnp.where(at_floor, Status.CONVERGED,
+                jnp.where(at_floor | ms.close, Status.CONVERGED,
                           jnp.where(m <= noise * scale, Status.PRECISION_LIMIT, gave_up)),
                 jnp.where(it >= max_iter, Status.MAX_ITER, RUNNING),
             ),
