@@ -47,12 +47,6 @@ def inverse_information(H):
     return Hinv, pd, cond
 
 
-def information_cov(H, J):
-    """(natural-scale covariance J H^{-1} J', positive definite?, condition number)."""
-    Hinv, pd, cond = inverse_information(H)
-    return J @ Hinv @ J.T, pd, cond
-
-
 def sandwich_cov(H, scores, J):
     """Sandwich (HC0) covariance J H^{-1} (S'S) H^{-1} J' from per-observation scores S (n, p)."""
     Hinv, _, _ = inverse_information(H)
