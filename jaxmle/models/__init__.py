@@ -4,6 +4,7 @@ from .regression import linear, logistic, poisson, probit, softmax
 from .mixture import gaussian_mixture
 from .survival import cox
 from .nonlinear import nonlinear_regression
+from .hmm import HMM, hmm
 
 __all__ = ["linear", "logistic", "probit", "poisson", "softmax", "cox", "gaussian_mixture",
-           "nonlinear_regression"]
+           "nonlinear_regression", "hmm", "HMM"]
