@@ -8,9 +8,10 @@ standard errors and intervals, and fits thousands of datasets in one call.
 from . import bench, distributions, inference, models, optimizers, priors
 from ._data import pad
 from ._fit import fit, fit_batch
+from ._io import DetachedError
 from ._model import Model
 from ._params import Fixed, Interval, Positive, PositiveDefinite, Simplex
-from ._result import BatchFitResult, FitResult
+from ._result import BatchFitResult, FitResult, load
 from ._status import ConvergenceWarning, Status
 from ._status import message as status_message
 from .distributions import closed_form, fit_distribution
@@ -30,6 +31,8 @@ __all__ = [
     "pad",
     "FitResult",
     "BatchFitResult",
+    "load",
+    "DetachedError",
     "Status",
     "ConvergenceWarning",
     "status_message",

@@ -2,9 +2,48 @@
 
 from __future__ import annotations
 
+from typing import Any, Sequence
+
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from ._tabular import from_tabular, split_groups
+
+_NUMBER = (bool, int, float, np.number)
+
+
+def _numeric_seq(x) -> bool:
+    """A (nested) list or tuple of plain numbers: data or a start value, not a container."""
+    if not isinstance(x, (list, tuple)) or hasattr(x, "_fields") or not x:
+        return False
+    return all(isinstance(v, _NUMBER) or _numeric_seq(v) for v in x)
+
+
+def lists_to_arrays(tree):
+    """Turn lists (and tuples) of plain numbers into numpy arrays, anywhere in a pytree.
+
+    JAX treats a list as a container of separate leaves, so ``[1.0, 2.0]`` would
+    reach the log-density as a Python list. Lists of arrays stay containers.
+    """
+    if _numeric_seq(tree):
+        try:
+            return np.asarray(tree)
+        except ValueError:
+            raise ValueError(
+                "a nested list of numbers has rows of different lengths; pass a rectangular "
+                "array (for ragged datasets use jm.pad)"
+            ) from None
+    if isinstance(tree, dict):
+        return {k: lists_to_arrays(v) for k, v in tree.items()}
+    if isinstance(tree, (list, tuple)) and not hasattr(tree, "_fields"):
+        return type(tree)(lists_to_arrays(v) for v in tree)
+    return tree
+
+
+def to_plain(data):
+    """DataFrames, Series and lists of numbers as arrays (dicts of arrays)."""
+    return lists_to_arrays(from_tabular(data))
 
 def _leading_sizes(data) -> dict[str, int]:
     sizes = {}
@@ -50,7 +89,8 @@ def float_dtype(data):
 
 
 def as_arrays(data, what="data"):
-    leaves, treedef = jax.tree_util.tree_flatten(data)
+    """Validate data and convert every leaf to a JAX array (DataFrames and lists included)."""
+    leaves, treedef = jax.tree_util.tree_flatten(to_plain(data))
     if not leaves:
         raise ValueError(f"{what} is empty: pass an array or a dict of arrays")
     out = []
@@ -174,43 +214,122 @@ def batch_size(data) -> int:
     return next(iter(sizes.values()))
 
 
-def pad(arrays, fill=None):
-    """Stack arrays of different lengths into one padded batch and its mask.
-
-    Padded slots repeat each array's last observation (so they stay inside the
-    model's support) and are marked False in the mask; ``fit_batch(..., mask=mask)``
-    ignores them.
+def scatter_pad(columns, codes, n_groups: int, fill=None):
+    """Scatter rows into a padded ``(G, n_max, ...)`` batch by group index, plus the mask.
 
     Args:
-        arrays: sequence of arrays whose first axes differ (other axes must agree).
-        fill: optional constant to pad with instead.
+        columns: pytree of numpy arrays sharing the leading (row) axis.
+        codes: each row's group index in ``range(n_groups)``; rows keep their order.
+        n_groups: G.
+        fill: see ``pad``.
 
     Returns:
-        (padded, mask): shapes ``(B, n_max, ...)`` and ``(B, n_max)``.
+        (padded, mask) as numpy arrays.
+    """
+    codes = np.asarray(codes).reshape(-1)
+    order = np.argsort(codes, kind="stable")
+    sorted_codes = codes[order]
+    counts = np.bincount(codes, minlength=n_groups)
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    pos = np.arange(codes.shape[0]) - starts[sorted_codes]
+    n_max = int(counts.max())
+    mask = np.zeros((n_groups, n_max), bool)
+    mask[sorted_codes, pos] = True
+    leaves, treedef = jax.tree_util.tree_flatten(columns)
+    floating = [np.issubdtype(leaf.dtype, np.floating) for leaf in leaves]
+    out = []
+    for leaf, is_float in zip(leaves, floating):
+        rows = leaf[order]
+        shape = (n_groups, n_max) + leaf.shape[1:]
+        # Integer and boolean leaves keep their dtype (they may be indices or flags)
+        # when a floating leaf beside them carries the NaN padding.
+        if fill == "edge" or (fill is None and not is_float and any(floating)):
+            last = rows[starts + counts - 1]
+            buf = np.ascontiguousarray(np.broadcast_to(last[:, None], shape))
+        else:
+            value = np.nan if fill is None else fill
+            dtype = leaf.dtype if is_float else np.result_type(leaf.dtype, np.asarray(value).dtype)
+            buf = np.full(shape, value, dtype)
+        buf[sorted_codes, pos] = rows
+        out.append(buf)
+    return jax.tree_util.tree_unflatten(treedef, out), mask
+
+
+def _pad_layout(items):
+    """Per-item leaves, the leaf indices with an observation axis, and each item's length."""
+    structs = [jax.tree_util.tree_structure(it) for it in items]
+    if any(st != structs[0] for st in structs):
+        raise ValueError(f"pad needs items of one structure (the same keys); got {structs[0]} and "
+                         f"{next(st for st in structs if st != structs[0])}")
+    per = [[np.asarray(leaf) for leaf in jax.tree_util.tree_leaves(it)] for it in items]
+    if not per[0]:
+        raise ValueError("pad got items without arrays")
+    obs = [j for j, leaf in enumerate(per[0]) if leaf.ndim >= 1]
+    shapes = [[leaf.shape for leaf in leaves] for leaves in per]
+    bad_tail = any(
+        (per[i][j].ndim >= 1) != (j in obs) or (j in obs and per[i][j].shape[1:] != per[0][j].shape[1:])
+        for i in range(len(per)) for j in range(len(per[0]))
+    )
+    if not obs or bad_tail:
+        raise ValueError("pad needs arrays that differ only in their first axis (the observations); "
+                         f"got shapes {shapes[:5]}")
+    lengths = []
+    for i, leaves in enumerate(per):
+        n = {leaves[j].shape[0] for j in obs}
+        if len(n) != 1:
+            raise ValueError(f"item {i} has leaves of different lengths {shapes[i]}: every leaf of one "
+                             "dataset needs one row per observation")
+        lengths.append(n.pop())
+    empty = [i for i, n in enumerate(lengths) if n == 0]
+    if empty:
+        raise ValueError(f"pad got empty arrays at positions {empty[:5]}: drop those datasets")
+    return structs[0], per, obs, lengths
+
+
+def pad(items: Sequence[Any], fill: float | str | None = None) -> tuple[Any, jax.Array]:
+    """Stack datasets of different lengths into one padded batch and its mask.
+
+    Padded slots hold NaN by default, so a fit that forgets the mask stops with
+    "data contain NaN ... pass mask=" instead of silently fitting the padding.
+    Integer and boolean leaves keep their dtype (padded with their last value)
+    when a floating leaf of the same dataset carries the NaN; data with no
+    floating leaf are padded as floats.
+
+    Args:
+        items: sequence of arrays whose first axes differ (other axes must agree),
+            or of pytrees (e.g. dicts ``{"t": ..., "event": ...}``) whose leaves
+            share each dataset's length; scalar leaves are stacked unpadded.
+        fill: None (NaN, the default), "edge" (repeat each dataset's last
+            observation: the old behaviour, stays inside the model's support but
+            is silently wrong without the mask), or a constant.
+
+    Returns:
+        (padded, mask): padded has the items' structure with leaves of shape
+        ``(B, n_max, ...)``; mask is ``(B, n_max)``, True at real observations.
+        Pass both: ``jm.fit_batch(model, padded, mask=mask)``.
 
     Example:
         >>> padded, mask = jm.pad([jnp.ones(3), jnp.ones(5)])
         >>> padded.shape, mask.sum(axis=1)   # (2, 5), [3, 5]
+        >>> data, mask = jm.pad([{"t": t1, "event": e1}, {"t": t2, "event": e2}])
     """
-    arrays = [np.asarray(a) for a in arrays]
-    if not arrays:
+    items = [to_plain(it) for it in items]
+    if not items:
         raise ValueError("pad needs at least one array")
-    tails = {a.shape[1:] for a in arrays}
-    if any(a.ndim == 0 for a in arrays) or len(tails) != 1:
-        raise ValueError(
-            "pad needs arrays that differ only in their first axis; got shapes "
-            f"{[a.shape for a in arrays][:5]}"
-        )
-    empty = [i for i, a in enumerate(arrays) if a.shape[0] == 0]
-    if empty:
-        raise ValueError(f"pad got empty arrays at positions {empty[:5]}: drop those datasets")
-    n_max = max(a.shape[0] for a in arrays)
-    dtype = np.result_type(*arrays)
-    padded = np.empty((len(arrays), n_max) + arrays[0].shape[1:], dtype)
-    mask = np.zeros((len(arrays), n_max), bool)
-    for i, a in enumerate(arrays):
-        n = a.shape[0]
-        padded[i, :n] = a
-        padded[i, n:] = a[-1] if fill is None else fill
-        mask[i, :n] = True
-    return jnp.asarray(padded), jnp.asarray(mask)
+    treedef, per, obs, lengths = _pad_layout(items)
+    codes = np.repeat(np.arange(len(items)), lengths)
+    columns = [np.concatenate([leaves[j] for leaves in per]) for j in obs]
+    padded, mask = scatter_pad(columns, codes, len(items), fill)
+    stacked = dict(zip(obs, padded))
+    leaves = [stacked[j] if j in stacked else np.stack([ls[j] for ls in per]) for j in range(len(per[0]))]
+    return jax.tree_util.tree_unflatten(treedef, [jnp.asarray(x) for x in leaves]), jnp.asarray(mask)
+
+
+def group_pad(data: Any, by: str, fill: float | str | None = None) -> tuple[Any, jax.Array, list]:
+    """Long-format data -> (padded, mask, groups): one dataset per value of column ``by``.
+
+    Groups are in sorted label order; see ``pad`` for the padding.
+    """
+    columns, codes, groups = split_groups(data, by)
+    padded, mask = scatter_pad(columns, codes, len(groups), fill)
+    return jax.tree_util.tree_map(jnp.asarray, padded), jnp.asarray(mask), groups

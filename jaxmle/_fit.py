@@ -17,7 +17,7 @@ import numpy as np
 
 from . import optimizers as _opt
 from ._batch import BatchFitter, default_mesh, run_chunks
-from ._data import as_arrays, batch_size, check_mask, float_dtype, n_data, nonfinite_report
+from ._data import as_arrays, batch_size, check_mask, float_dtype, group_pad, n_data, nonfinite_report
 from ._model import Model
 from ._result import BatchFitResult, FitResult
 from ._solve import Stages, ready_data, tolerances
@@ -59,12 +59,22 @@ def _setup(model, data, method, init, max_iter, tol, ftol, mask, nan_policy, bat
     if model.validate is not None:
         model.validate(data, batched)
     B = batch_size(data) if batched else None
+    if batched and mask is None and all(x.ndim == 1 for x in jax.tree_util.tree_leaves(data)):
+        shapes = [tuple(x.shape) for x in jax.tree_util.tree_leaves(data)]
+        raise ValueError(
+            f"fit_batch needs a leading batch axis before each dataset's observations, but the data "
+            f"(shapes {shapes[:3]}) would make {B} datasets of one number each. For one dataset use "
+            "jm.fit(model, data); for many, stack them as (B, n) (jm.pad for different lengths) or "
+            "pass long-format data with by='group column'; if each dataset really is a single "
+            "observation, give it shape (B, 1)"
+        )
     mask = check_mask(mask, data, B)
     if nan_policy == "raise":
         bad = nonfinite_report(data, mask)
         if bad:
-            fix = ("Mask them (mask=), drop those datasets, or pass nan_policy='status' to give "
-                   "those datasets Status.NONFINITE") if batched else (
+            fix = ("If they are the padding of jm.pad, pass its mask: jm.fit_batch(model, padded, "
+                   "mask=mask). Otherwise mask them (mask=), drop those datasets, or pass "
+                   "nan_policy='status' to give those datasets Status.NONFINITE") if batched else (
                    "Drop those observations, or pass mask= with False at them")
             raise ValueError("data contain NaN or inf: " + "; ".join(bad) + ". " + fix)
     one = data
@@ -103,13 +113,33 @@ def _warn_status(res, stacklevel):
     elif code != Status.CONVERGED:
         text = f"fit status {Status(code).name}: {message(code)}"
     else:
-        est, se = np.abs(np.asarray(res.estimate_flat)), np.asarray(res.stderr_flat)
+        est, se = np.abs(np.asarray(res.estimate_flat)), np.asarray(res._se_flat())
         vague = [n for n, e, s in zip(res.param_names, est, se) if s > 1e3 * e + 1e3]
         if vague:
             text = (f"standard errors of {vague} exceed 1000 x |estimate| + 1000: those parameters are "
                     "practically unidentified by these data (a flat likelihood; check the model)")
     if text is not None:
         warnings.warn(text, ConvergenceWarning, stacklevel=stacklevel + 1)
+    _warn_negative_scale(res, stacklevel + 1)
+
+
+def _warn_negative_scale(res, stacklevel):
+    """Warn when an unconstrained parameter named like a scale (sigma, sd, ...) ends negative.
+
+    Many log-densities (jax.scipy.stats.norm.logpdf among them) accept a negative
+    scale and give the same likelihood as its absolute value, so the fit "converges"
+    to a value that is not a scale at all.
+    """
+    spec = res.model.spec
+    leaves = spec.flatten(res.params)
+    neg = [spec.leaf_names[i] for i in res.model.scale_like_leaves if np.any(np.asarray(leaves[i]) < 0)]
+    if neg:
+        warnings.warn(
+            f"parameter(s) {neg} look like scales but ended negative in "
+            f"{'some fits' if np.ndim(res.loglik) else 'the fit'}: the log-density accepts a negative "
+            f"scale. Constrain them in the spec, e.g. {{{neg[0].split('.')[-1]!r}: jm.Positive(1.0)}}",
+            UserWarning, stacklevel=stacklevel + 1,
+        )
 
 
 def fit(
@@ -179,7 +209,7 @@ def _multistart(model: Model, s: _Setup, n_starts: int, key) -> FitResult:
     keys = jax.random.split(key, n_starts - 1)
     if model.init_fn is not None:
         drawn = jax.vmap(model.init_fn, in_axes=(0, None))(keys, s.data)
-        drawn = spec.treedef.flatten_up_to(drawn)
+        drawn = spec.flatten(drawn)
     else:
         zs = s.z0 + jax.random.normal(keys[0], (n_starts - 1,) + s.z0.shape, s.z0.dtype)
         drawn = jax.vmap(lambda z: spec.to_leaves(z, s.fixed))(zs)
@@ -218,6 +248,7 @@ def fit_batch(
     progress: bool | None = None,
     mesh=None,
     compact: bool | None = None,
+    by: str | None = None,
 ) -> BatchFitResult:
     """Fit the same model to B datasets in one compiled, vectorised call.
 
@@ -228,7 +259,8 @@ def fit_batch(
 
     Args:
         model: a ``jm.Model``.
-        data: pytree of arrays, each with leading axis B.
+        data: pytree of arrays, each with leading axis B; or, with ``by``, long-format
+            data (a pandas DataFrame or a dict of equally long columns).
         method, max_iter, tol, ftol: as for ``fit``.
         init: start values; a leaf of shape ``(B,) + shape`` gives one per dataset.
         mask: boolean ``(B, n)``, True for real observations (see ``jm.pad``).
@@ -248,6 +280,11 @@ def fit_batch(
             gets the same result. Each bucket size compiles once (cached like the
             rest). Default: on for batches of at least 1024 datasets on one
             device; off when sharding over several devices.
+        by: name of a column of long-format ``data`` holding a group label: one fit
+            per group, the other columns padded as by ``jm.pad`` with the mask
+            passed for you. Groups come in sorted label order; ``batch.groups``
+            holds the labels, ``batch.group(label)`` one fit, and ``to_frame()``
+            is indexed by them.
 
     Returns:
         A ``BatchFitResult`` whose fields have a leading axis B.
@@ -255,7 +292,13 @@ def fit_batch(
     Example:
         >>> batch = jm.fit_batch(model, xs)        # xs.shape == (10_000, 100)
         >>> batch.params["mu"].shape               # (10000,)
+        >>> jm.fit_batch(model, df, by="star_id").to_frame()   # one row per star
     """
+    groups = None
+    if by is not None:
+        if mask is not None:
+            raise ValueError("pass either by= (which builds the mask) or mask=, not both")
+        data, mask, groups = group_pad(data, by)
     s = _setup(model, data, method, init, max_iter, tol, ftol, mask, nan_policy, batched=True)
     B = int(s.z0.shape[0])
     mesh = default_mesh(mesh)
@@ -264,7 +307,9 @@ def fit_batch(
         compact = mesh is None and per_call >= 1024
     fn = _compiled(model, s, True, int(trace), bool(compact) and mesh is None)
     out = run_chunks(fn, (s.z0, s.fixed, s.data, s.mask), B, chunk_size, progress, mesh)
-    res = BatchFitResult(model, s.opt.name, out, data=s.data, mask=s.mask, n_terms=s.n_terms)
+    res = BatchFitResult(model, s.opt.name, out, data=s.data, mask=s.mask, n_terms=s.n_terms,
+                         groups=groups, group_key=by)
+    _warn_negative_scale(res, stacklevel=2)
     n_edge = int(np.sum(np.asarray(res.status) == Status.AT_BOUNDARY))
     if n_edge:
         warnings.warn(f"{n_edge} of {B} fits ended AT_BOUNDARY ({res.boundary_params} at a constraint "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any, Callable
 
 import jax
@@ -9,7 +10,19 @@ import jax.numpy as jnp
 import numpy as np
 
 from ._data import n_data
-from ._params import ParamSpec
+from ._params import ParamSpec, Real
+
+# Names people give standard deviations and scales; a "log_" prefix means the
+# parameter is on the log scale, where negative values are fine.
+_SCALE_WORDS = {"sigma", "sigmas", "scale", "scales", "sd", "sds", "std", "stdev", "stddev", "sdev"}
+
+
+def scale_like(name: str) -> bool:
+    """True for a parameter name that reads like a standard deviation or scale."""
+    last = name.split(".")[-1].lower()
+    if last.startswith("log"):
+        return False
+    return any(word in _SCALE_WORDS for word in re.split(r"[_\d\[\]]+", last))
 
 
 class Model:
@@ -66,6 +79,9 @@ class Model:
         self.em_step = em_step
         self.init_fn = init_fn
         self.prepare = prepare
+        # Unconstrained leaves named like scales: fit warns when one ends negative.
+        self.scale_like_leaves = [i for i, (name, con) in enumerate(zip(self.spec.leaf_names, self.spec.constraints))
+                           if isinstance(con, Real) and scale_like(name)]
         self._compiled: dict = {}
         self._checked: dict = {}
 
@@ -118,6 +134,13 @@ class Model:
         )
         try:
             out = jax.eval_shape(lambda p, d: self.loglik(p, self.prepared(d)), params, data)
+        except jax.errors.TracerArrayConversionError as e:
+            raise TypeError(
+                "the log-density (or prepare) converts a JAX value to a NumPy array: it calls numpy "
+                "or scipy (np.exp, scipy.stats...) on a parameter or the data. jaxmle differentiates "
+                "and compiles it, so use jax.numpy (jnp.exp, ...) and jax.scipy (jax.scipy.stats, "
+                "jax.scipy.special) inside the log-density. JAX said: " + str(e).splitlines()[0]
+            ) from e
         except (jax.errors.ConcretizationTypeError, jax.errors.TracerBoolConversionError,
                 jax.errors.TracerIntegerConversionError) as e:
             raise TypeError(

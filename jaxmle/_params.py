@@ -14,17 +14,64 @@ import numpy as np
 
 from ._constraints import (Constraint, Fixed, Interval, Positive, PositiveDefinite, Real,  # noqa: F401
                            Simplex)
+from ._data import lists_to_arrays
+
+
+class ParamDict(dict):
+    """A parameter dict that JAX flattens in its own key order, the spec's.
+
+    JAX flattens plain dicts in sorted key order; parameters are reported in the
+    order the user wrote them (as statsmodels and iminuit do), so every params
+    dict jaxmle builds is one of these. It is a ``dict`` in every other way.
+    """
+
+    __slots__ = ()
+
+
+jax.tree_util.register_pytree_with_keys(
+    ParamDict,
+    lambda d: ([(jax.tree_util.DictKey(k), v) for k, v in d.items()], tuple(d)),
+    lambda keys, values: ParamDict(zip(keys, values)),
+    lambda d: (list(d.values()), tuple(d)),
+)
 
 
 def _is_constraint(x) -> bool:
     return isinstance(x, Constraint)
 
 
+def _ordered(tree):
+    """Nested dicts of a spec as ParamDicts, keeping the user's key order."""
+    if isinstance(tree, dict):
+        return ParamDict((k, _ordered(v)) for k, v in tree.items())
+    if isinstance(tree, (list, tuple)) and not hasattr(tree, "_fields"):
+        return type(tree)(_ordered(v) for v in tree)
+    return tree
+
+
+def _raw_key(key):
+    return getattr(key, "key", getattr(key, "idx", key))
+
+
+class _Structure:
+    """``spec.treedef``: flattens any params tree (plain dict or ParamDict) in spec order."""
+
+    def __init__(self, spec: "ParamSpec"):
+        self._spec = spec
+
+    def flatten_up_to(self, tree) -> list:
+        return self._spec.flatten(tree)
+
+    def unflatten(self, leaves):
+        return self._spec.unflatten(leaves)
+
+    @property
+    def num_leaves(self) -> int:
+        return len(self._spec.leaf_names)
+
+
 def _path_name(path) -> str:
-    parts = []
-    for key in path:
-        parts.append(str(getattr(key, "key", getattr(key, "idx", key))))
-    return ".".join(parts)
+    return ".".join(str(_raw_key(key)) for key in path)
 
 
 def _element_names(name: str, shape: tuple) -> list[str]:
@@ -46,7 +93,12 @@ class ParamSpec:
                 "the parameter spec must be a non-empty dict such as "
                 "{'mu': 0.0, 'sigma': jm.Positive(1.0)}; got " + type(spec).__name__
             )
-        with_path, self.treedef = jax.tree_util.tree_flatten_with_path(spec, is_leaf=_is_constraint)
+        # Leaves, names, the unconstrained vector and the covariance all follow the
+        # order in which the user wrote the spec (ParamDict), not JAX's sorted keys.
+        self.source = _ordered(lists_to_arrays(spec))
+        with_path, self._treedef = jax.tree_util.tree_flatten_with_path(self.source, is_leaf=_is_constraint)
+        self.treedef = _Structure(self)
+        self._paths = [tuple(_raw_key(k) for k in path) for path, _ in with_path]
         self.leaf_names: list[str] = []
         self.constraints: list[Constraint] = []
         self.shapes: list[tuple] = []
@@ -93,7 +145,7 @@ class ParamSpec:
         if init is not None:
             if not isinstance(init, dict):
                 raise TypeError("init must be a dict with (some of) the spec's parameter names")
-            flat, _ = jax.tree_util.tree_flatten_with_path(init)
+            flat, _ = jax.tree_util.tree_flatten_with_path(lists_to_arrays(init))
             index = {n: i for i, n in enumerate(self.leaf_names)}
             for path, value in flat:
                 name = _path_name(path)
@@ -155,10 +207,38 @@ class ParamSpec:
 
     def to_params(self, z, fixed):
         """Flat unconstrained vector -> natural parameter dict (what the user sees)."""
-        return jax.tree_util.tree_unflatten(self.treedef, self.to_leaves(z, fixed))
+        return self.unflatten(self.to_leaves(z, fixed))
 
     def unflatten(self, leaves):
-        return jax.tree_util.tree_unflatten(self.treedef, list(leaves))
+        """Leaves in spec order -> params tree (ParamDicts in spec order)."""
+        return jax.tree_util.tree_unflatten(self._treedef, list(leaves))
+
+    def flatten(self, tree) -> list:
+        """A params tree (plain dicts accepted) -> its leaves in spec order.
+
+        Looks each leaf up by its path, so a dict built by user code (an EM update,
+        random starts) works whatever its key order.
+        """
+        out = []
+        for name, path in zip(self.leaf_names, self._paths):
+            node = tree
+            try:
+                for key in path:
+                    node = node[key]
+            except (KeyError, IndexError, TypeError):
+                raise ValueError(f"the parameters {_keys(tree)} lack {name!r}; they need every key "
+                                 "of the spec") from None
+            out.append(node)
+        return out
+
+    def coerce(self, tree):
+        """A params tree rebuilt in spec order (a no-op for ParamDict trees)."""
+        if isinstance(tree, ParamDict) or not isinstance(tree, dict):
+            return tree
+        return self.unflatten(self.flatten(tree))
+
+    def __reduce__(self):
+        return (ParamSpec, (self.source,))
 
     def natural_flat(self, z, fixed):
         """Free natural-scale values as one flat vector, ordered as ``names``."""
@@ -206,3 +286,7 @@ class ParamSpec:
                 out.append(flat[..., i : i + size].reshape(lead + shape))
                 i += size
         return self.unflatten(out)
+
+
+def _keys(tree):
+    return list(tree) if isinstance(tree, dict) else type(tree).__name__

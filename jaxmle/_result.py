@@ -8,9 +8,26 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import _postfit, _stats
+from . import _io, _postfit, _stats, _summary
+from ._io import DetachedError, DetachedModel, detached_message
 from ._profile import profile_intervals
 from ._status import Status, message
+
+# Standard errors in float32 carry ~3-4 significant digits at best: say so once per process.
+_FLOAT32_WARNED = {"done": False}
+
+
+def warn_float32(dtype, what: str = "standard errors", stacklevel: int = 3) -> None:
+    """Warn (once per process) that ``what`` are computed in a low-precision dtype."""
+    if _FLOAT32_WARNED["done"] or not jnp.issubdtype(dtype, jnp.floating) or jnp.finfo(dtype).bits >= 64:
+        return
+    _FLOAT32_WARNED["done"] = True
+    warnings.warn(
+        f"{what} computed in {np.dtype(dtype).name} (jax_enable_x64 is off): expect 3-4 significant "
+        "digits and unreliable intervals for ill-conditioned fits. For inference enable float64 "
+        "first: jax.config.update('jax_enable_x64', True)",
+        UserWarning, stacklevel=stacklevel + 1,
+    )
 
 # The one list of a result's fields: the compiled fit returns a dict with exactly
 # these keys, pytree flattening walks them in this order, and closed-form results
@@ -39,17 +56,81 @@ class _ResultBase:
     """
 
     def __init__(self, model, method, fields: dict, *, data=None, mask=None, n_terms=None,
-                 starts=None):
+                 starts=None, groups=None, group_key=None):
         unknown = set(fields) ^ set(FIELDS)
         if unknown:
             raise ValueError(f"result fields mismatch: {sorted(unknown)}")
+        # Closed-form results and user code may hand in plain dicts: keep the spec's order.
+        fields = dict(fields, params=model.spec.coerce(fields["params"]))
         init = dict(fields, model=model, method=method, _data=data, _mask=mask, _n_terms=n_terms,
-                    starts=starts, _memo={})
+                    starts=starts, _memo={}, groups=groups, group_key=group_key)
         for name, value in init.items():
             object.__setattr__(self, name, value)
 
     def __setattr__(self, name, value):
         raise AttributeError(f"{type(self).__name__} is immutable; build a new result instead")
+
+    # -- pickling and export -----------------------------------------------------
+    def __getstate__(self):
+        # Arrays only: the model's function (a lambda or closure would not pickle, and
+        # its compiled programs never do) and the data stay behind; see jaxmle._io.
+        return _io.state(self, FIELDS)
+
+    def __setstate__(self, state):
+        init = dict(state["fields"], model=state["model"], method=state["method"], _data=None,
+                    _mask=None, _n_terms=state["n_terms"], starts=state["starts"], _memo={},
+                    groups=state["groups"], group_key=state["group_key"])
+        for name, value in init.items():
+            object.__setattr__(self, name, value)
+
+    @property
+    def detached(self) -> bool:
+        """True for a result that was unpickled or loaded: no model function, no data."""
+        return isinstance(self.model, DetachedModel)
+
+    def _needs_model(self, what: str) -> None:
+        if self.detached:
+            raise DetachedError(detached_message(what))
+
+    def to_dict(self, level: float = 0.95) -> dict:
+        """The result as plain Python values (floats, lists, status names), parameters in spec order.
+
+        Keys: model, method, estimator ("MLE"/"MAP"), dtype, status, converged, loglik,
+        n_obs, n_iter, grad_norm, aic, bic, param_names, params, stderr, conf_int
+        (Wald, at ``level``), cov, boundary_params (and groups for ``by=`` batches).
+        A batch gives a list per dataset in every per-fit entry.
+
+        Example:
+            >>> res.to_dict()["params"]     # {'mu': 255.0, 'sigma': 10.6395...}
+        """
+        return _io.to_dict(self, level)
+
+    def to_json(self, level: float = 0.95, **kwargs) -> str:
+        """``to_dict()`` as JSON text (NaN and infinities as null); kwargs go to ``json.dumps``."""
+        return _io.to_json(self, level, **kwargs)
+
+    def to_frame(self, level: float = 0.95):
+        """A pandas DataFrame (pandas must be installed).
+
+        A single fit gives one row per free parameter (spec order) with columns
+        estimate, stderr, z, p, lower, upper (Wald at ``level``). A batch gives one
+        row per dataset, indexed by group label for ``fit_batch(..., by=)``: status,
+        converged, loglik, n_obs, n_iter and, per parameter ``name``, the columns
+        ``name``, ``name_stderr``, ``name_z``, ``name_p``, ``name_lower``, ``name_upper``.
+        """
+        return _io.to_frame(self, level)
+
+    def save(self, path) -> None:
+        """Write the result to an ``.npz`` file (no pickle inside); read it with ``jm.load``.
+
+        The file holds every field (estimates, covariances, status, ...), the parameter
+        spec and group labels, not the model's function or the data: the loaded result
+        reports, summarises and exports, but refits are needed for profile intervals.
+
+        Example:
+            >>> batch.save("fits.npz"); same = jm.load("fits.npz")
+        """
+        _io.save(self, path, FIELDS, batched=np.ndim(self.loglik) == 1)
 
     @classmethod
     def closed_form(cls, model, method: str, **given):
@@ -88,6 +169,12 @@ class _ResultBase:
         return [n for n, b in zip(self.param_names, flags) if b]
 
     @property
+    def dtype(self):
+        """The floating dtype the fit computed in (float32 unless jax_enable_x64 is on)."""
+        ll = self.loglik
+        return np.dtype(ll.dtype if hasattr(ll, "dtype") else np.asarray(ll).dtype)
+
+    @property
     def is_map(self) -> bool:
         """True when the model has a prior: the estimate is a MAP estimate."""
         return self.model.log_prior is not None
@@ -108,9 +195,14 @@ class _ResultBase:
             [jnp.reshape(v, lead + (-1,)) for v, f in zip(leaves, spec.is_fixed) if not f], axis=-1
         )
 
+    def _se_flat(self):
+        return _stats.flat_stderr(self.cov)
+
     @property
     def stderr_flat(self):
-        return _stats.flat_stderr(self.cov)
+        """Standard errors of the free parameters as one flat vector (last axis), as ``cov``."""
+        warn_float32(self.dtype)
+        return self._se_flat()
 
     @property
     def stderr(self):
@@ -143,6 +235,8 @@ class _ResultBase:
         if method == "wald":
             flat = np.asarray(_stats.wald_interval(self.estimate_flat, self.stderr_flat, level))
         elif method == "profile":
+            self._needs_model("conf_int(method='profile')")
+            warn_float32(self.dtype, "profile intervals")
             flat, edge = profile_intervals(self, level)
             self._memo["profile_at_edge"] = self._flat_to_named(edge)
             if edge.any():
@@ -179,6 +273,8 @@ class _ResultBase:
     @property
     def cov_robust(self):
         """Sandwich (HC0) covariance of the free natural-scale parameters."""
+        self._needs_model("the sandwich covariance (cov_robust, stderr_robust)")
+        warn_float32(self.dtype)
         return _postfit.robust_cov(self)
 
     @property
@@ -192,6 +288,7 @@ class _ResultBase:
         Example:
             >>> est, se = res.derived(lambda p: p["sigma"] / p["mu"])
         """
+        warn_float32(self.dtype)
         return _postfit.derived(self, fn)
 
     @property
@@ -205,19 +302,6 @@ class _ResultBase:
     @property
     def aicc(self):
         return _stats.information_criteria(self.loglik, self.k, self.n_obs)[2]
-
-
-def _fmt(x, width=11):
-    """A right-aligned number cell that always keeps a leading space as separator."""
-    x = float(x)
-    w = width - 1
-    if not np.isfinite(x):
-        text = "nan" if np.isnan(x) else ("inf" if x > 0 else "-inf")
-    elif x != 0 and (abs(x) >= 1e6 or abs(x) < 1e-4):
-        text = f"{x:.3e}"
-    else:
-        text = f"{x:.5g}"
-    return " " + f"{text:>{w}}"
 
 
 @jax.tree_util.register_pytree_node_class
@@ -239,38 +323,7 @@ class FitResult(_ResultBase):
 
     def summary(self, level: float = 0.95) -> str:
         """A statsmodels-like text table of estimates, errors, z, p and intervals."""
-        status = Status(int(self.status))
-        kind = "MAP estimate" if self.is_map else "Maximum likelihood"
-        lines = [
-            f"{kind}: {self.model.name}    method: {self.method}    status: {status.name}",
-            f"n_obs: {float(self.n_obs):g}    loglik: {float(self.loglik):.6g}    "
-            f"AIC: {float(self.aic):.6g}    BIC: {float(self.bic):.6g}    "
-            f"iterations: {int(self.n_iter)}",
-            f"max |gradient|: {float(self.grad_norm):.3g}    "
-            f"information condition number (scaled): {float(self.cond):.3g}",
-        ]
-        lo_hi = f"[{(1 - level) / 2:.3g}", f"{(1 + level) / 2:.3g}]"
-        header = f"{'':>14}{'estimate':>11}{'std err':>11}{'z':>11}{'P>|z|':>11}{lo_hi[0]:>11}{lo_hi[1]:>11}"
-        rule = "-" * len(header)
-        lines += [rule, header, rule]
-        est = np.asarray(self.estimate_flat)
-        se = np.asarray(self.stderr_flat)
-        z = np.asarray(self.zvalues)
-        p = np.asarray(self.pvalues)
-        ci = np.asarray(_stats.wald_interval(est, se, level))
-        for i, name in enumerate(self.param_names):
-            lines.append(
-                f"{name[:14]:>14}{_fmt(est[i])}{_fmt(se[i])}{_fmt(z[i])}{_fmt(p[i])}"
-                f"{_fmt(ci[i, 0])}{_fmt(ci[i, 1])}"
-            )
-        spec = self.model.spec
-        for name, fixed, v in zip(spec.leaf_names, spec.is_fixed, jax.tree_util.tree_leaves(self.params)):
-            if fixed:
-                lines.append(f"{name[:14]:>14}{_fmt(np.ravel(v)[0])}   (fixed)")
-        lines.append(rule)
-        if status != Status.CONVERGED:
-            lines.append(f"WARNING: {message(status)}")
-        return "\n".join(lines)
+        return _summary.single(self, level)
 
     def __repr__(self):
         return self.summary()
@@ -297,33 +350,38 @@ class BatchFitResult(_ResultBase):
         return FitResult(self.model, self.method, fields, data=take(self._data), mask=take(self._mask),
                          n_terms=self._n_terms)
 
+    def group(self, label) -> FitResult:
+        """The fit of the dataset with group label ``label`` (``fit_batch(..., by=)``)."""
+        if self.groups is None:
+            raise ValueError("this batch has no group labels; they come from fit_batch(model, df, by=...)")
+        try:
+            return self[list(self.groups).index(label)]
+        except ValueError:
+            raise KeyError(f"no group {label!r} in this batch") from None
+
     def status_counts(self) -> dict[str, int]:
         codes = np.asarray(self.status)
         return {s.name: int((codes == s).sum()) for s in Status if (codes == s).any()}
 
     def summary(self) -> str:
         """Status counts and the spread of each estimate across the batch."""
-        counts = ", ".join(f"{k}: {v}" for k, v in self.status_counts().items())
-        ok = np.asarray(self.converged)
-        est = np.asarray(self.estimate_flat)
-        se = np.asarray(self.stderr_flat)
-        lines = [
-            f"{'MAP' if self.is_map else 'Maximum likelihood'} batch: {self.model.name}    "
-            f"method: {self.method}    fits: {len(self)}",
-            f"status: {counts}",
-            f"iterations: median {np.median(np.asarray(self.n_iter)):g}, max {np.max(np.asarray(self.n_iter))}",
-            "spread over converged fits:",
-        ]
-        header = f"{'':>14}{'mean':>11}{'std':>11}{'min':>11}{'median':>11}{'max':>11}{'mean se':>11}"
-        lines += [header, "-" * len(header)]
-        for i, name in enumerate(self.param_names):
-            col = est[ok, i] if ok.any() else np.array([np.nan])
-            s = se[ok, i] if ok.any() else np.array([np.nan])
-            lines.append(
-                f"{name[:14]:>14}{_fmt(col.mean())}{_fmt(col.std())}{_fmt(col.min())}"
-                f"{_fmt(np.median(col))}{_fmt(col.max())}{_fmt(np.mean(s))}"
-            )
-        return "\n".join(lines)
+        return _summary.batch(self)
 
     def __repr__(self):
         return self.summary()
+
+
+def load(path) -> FitResult | BatchFitResult:
+    """Read a result written by ``res.save(path)`` (an ``.npz``; nothing is unpickled).
+
+    The loaded result has every field and the parameter names, constraints and group
+    labels, but not the model's log-density or the data (see ``save``).
+
+    Example:
+        >>> batch.save("fits.npz")
+        >>> batch = jm.load("fits.npz")
+    """
+    got = _io.load(path)
+    cls = BatchFitResult if got["kind"] == "BatchFitResult" else FitResult
+    return cls(got["model"], got["method"], got["fields"], n_terms=got["n_terms"], starts=got["starts"],
+               groups=got["groups"], group_key=got["group_key"])

@@ -36,7 +36,7 @@ from jax.scipy import stats
 
 from ._fit import fit, fit_batch
 from ._model import Model
-from ._params import Fixed, Interval, Positive, PositiveDefinite, Simplex
+from ._params import Constraint, Fixed, Interval, Positive, PositiveDefinite, Simplex
 from ._result import BatchFitResult, FitResult
 from ._special import betaln, log1m
 from ._status import Status
@@ -71,9 +71,27 @@ def _beta(p, x):
     return (a - 1) * jnp.log(x) + (b - 1) * log1m(x) - betaln(a, b)
 
 
+def _guard_positive(fn: Callable, names: tuple) -> Callable:
+    """The log-density, NaN wherever a parameter in ``names`` is <= 0.
+
+    jax.scipy.stats accepts a negative scale (norm.logpdf gives |sigma|'s density), so
+    a model built on these log-densities with an unconstrained scale would "converge"
+    to a negative one; NaN makes such a fit end NONFINITE instead.
+    """
+    def logpdf(p, x):
+        ok = jnp.all(jnp.stack([jnp.all(jnp.asarray(p[n]) > 0) for n in names]))
+        return jnp.where(ok, fn(p, x), jnp.nan)
+
+    return logpdf
+
+
 @dataclasses.dataclass(frozen=True)
 class Distribution:
-    """A named distribution: per-observation log-density, start values and support."""
+    """A named distribution: per-observation log-density, start values and support.
+
+    ``positive`` names the parameters that must be > 0 (scales, rates, shapes); the
+    stored ``logpdf`` is NaN when one is not.
+    """
 
     name: str
     logpdf: Callable
@@ -81,6 +99,11 @@ class Distribution:
     support: Callable            # x -> boolean array, True where x is possible
     support_text: str
     closed_form: Callable | None = None   # x, fixed -> params dict
+    positive: tuple = ()
+
+    def __post_init__(self):
+        if self.positive:
+            object.__setattr__(self, "logpdf", _guard_positive(self.logpdf, self.positive))
 
 
 def _cf_normal(x, fixed):
@@ -134,18 +157,18 @@ DISTRIBUTIONS: dict[str, Distribution] = {
             "poisson", lambda p, x: stats.poisson.logpmf(x, p["rate"]),
             lambda x: {"rate": Positive(max(np.mean(x), 1e-3))},
             lambda x: _is_int(x) & (x >= 0), "non-negative integers",
-            lambda x, f: {"rate": np.mean(x)},
+            lambda x, f: {"rate": np.mean(x)}, positive=("rate",),
         ),
         Distribution(
             "normal", lambda p, x: stats.norm.logpdf(x, p["mu"], p["sigma"]),
             lambda x: {"mu": float(np.mean(x)), "sigma": Positive(max(float(np.std(x)), 1e-12))},
-            np.isfinite, "finite reals", _cf_normal,
+            np.isfinite, "finite reals", _cf_normal, positive=("sigma",),
         ),
         Distribution(
             "exponential", lambda p, x: stats.expon.logpdf(x, scale=1.0 / p["rate"]),
             lambda x: {"rate": Positive(1.0 / max(np.mean(x), 1e-12))},
             lambda x: np.isfinite(x) & (x >= 0), "non-negative reals",
-            lambda x, f: {"rate": 1.0 / np.mean(x)},
+            lambda x, f: {"rate": 1.0 / np.mean(x)}, positive=("rate",),
         ),
         Distribution(
             "uniform", lambda p, x: stats.uniform.logpdf(x, p["low"], p["high"] - p["low"]),
@@ -161,30 +184,32 @@ DISTRIBUTIONS: dict[str, Distribution] = {
         Distribution(
             "beta", _beta,
             _beta_start, lambda x: (x > 0) & (x < 1), "reals strictly between 0 and 1",
+            positive=("a", "b"),
         ),
         Distribution(
             "gamma", lambda p, x: stats.gamma.logpdf(x, p["shape"], scale=1.0 / p["rate"]),
             _gamma_start, lambda x: np.isfinite(x) & (x > 0), "positive reals",
+            positive=("shape", "rate"),
         ),
         Distribution(
             "lognormal", _lognormal,
             lambda x: {"mu": float(np.mean(np.log(x))), "sigma": Positive(max(float(np.std(np.log(x))), 1e-12))},
             lambda x: np.isfinite(x) & (x > 0), "positive reals",
-            lambda x, f: {"mu": np.mean(np.log(x)), "sigma": np.std(np.log(x))},
+            lambda x, f: {"mu": np.mean(np.log(x)), "sigma": np.std(np.log(x))}, positive=("sigma",),
         ),
         Distribution(
             "weibull", _weibull, _weibull_start,
-            lambda x: np.isfinite(x) & (x > 0), "positive reals",
+            lambda x: np.isfinite(x) & (x > 0), "positive reals", positive=("shape", "scale"),
         ),
         Distribution(
             "student_t", lambda p, x: stats.t.logpdf(x, p["df"], p["mu"], p["sigma"]),
             lambda x: {"df": Positive(5.0), "mu": float(np.median(x)),
                        "sigma": Positive(max(float(np.std(x)), 1e-12))},
-            np.isfinite, "finite reals",
+            np.isfinite, "finite reals", positive=("df", "sigma"),
         ),
         Distribution(
             "negative_binomial", lambda p, x: stats.nbinom.logpmf(x, p["n"], p["p"]),
-            _nbinom_start, lambda x: _is_int(x) & (x >= 0), "non-negative integers",
+            _nbinom_start, lambda x: _is_int(x) & (x >= 0), "non-negative integers", positive=("n",),
         ),
         Distribution(
             "categorical", lambda p, x: jnp.log(p["probs"])[x.astype(jnp.int32)],
@@ -304,6 +329,9 @@ def _spec_for(name, x, fixed):
             continue
         if k not in spec:
             raise ValueError(f"fixed names unknown parameter {k!r}; {name} has {sorted(spec)}")
+        bad = spec[k].violation(np.asarray(float(v))) if isinstance(spec[k], Constraint) else None
+        if bad:
+            raise ValueError(f"fixed {k}={v} is not allowed: {name}'s {k} {bad}")
         spec[k] = Fixed(float(v))
     return spec
 
