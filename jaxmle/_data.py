@@ -293,7 +293,8 @@ def pad(items: Sequence[Any], fill: float | str | None = None) -> tuple[Any, jax
     "data contain NaN ... pass mask=" instead of silently fitting the padding.
     Integer and boolean leaves keep their dtype (padded with their last value)
     when a floating leaf of the same dataset carries the NaN; data with no
-    floating leaf are padded as floats.
+    floating leaf are padded as floats. Integer codes that must stay integers
+    (category indices) need ``fill="edge"``, and then nothing catches a forgotten mask.
 
     Args:
         items: sequence of arrays whose first axes differ (other axes must agree),
