@@ -13,10 +13,11 @@ block is singular, rows summing to zero).
 
 from __future__ import annotations
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.scipy.special import ndtr, ndtri
+
+from . import _linalg
 
 
 def inverse_information(H):
@@ -37,11 +38,11 @@ def inverse_information(H):
     positive = jnp.all(diag > 0) & jnp.all(jnp.isfinite(H))
     s = jnp.where(positive, 1.0 / jnp.sqrt(jnp.where(diag > 0, diag, 1.0)), 1.0)
     S = jnp.where(positive, H * jnp.outer(s, s), eye)
-    eig = jnp.linalg.eigvalsh(S)
+    eig = _linalg.eigvalsh(S)
     eps = jnp.finfo(dtype).eps
     pd = positive & (eig[0] > 100 * eps * eig[-1]) & jnp.all(jnp.isfinite(eig))
-    L = jnp.linalg.cholesky(jnp.where(pd, S, eye))
-    Linv = jax.scipy.linalg.solve_triangular(L, eye, lower=True)
+    L = _linalg.cholesky(jnp.where(pd, S, eye))
+    Linv = _linalg.solve_lower(L, eye)
     Hinv = jnp.where(pd, (Linv.T @ Linv) * jnp.outer(s, s), jnp.nan)
     cond = jnp.where(pd, eig[-1] / eig[0], jnp.inf)
     return Hinv, pd, cond

@@ -36,6 +36,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .. import _linalg
 from ._base import Optimizer, StepInfo, failed_if, info, lane_while
 
 
@@ -233,7 +234,7 @@ class LevenbergMarquardt(Optimizer):
         f, g = jax.value_and_grad(objective)(z, data)
         cn = jnp.linalg.norm(J, axis=0)
         diag = jnp.maximum(diag, jnp.where(cn > 0, cn, 1.0))
-        U, sv, vt = jnp.linalg.svd(J / diag, full_matrices=False)
+        U, sv, vt = _linalg.svd(J / diag)
         proj = U.T @ r
         # Gauss-Newton decrement g' H^-1 g of the mean objective, H its Gauss-Newton
         # (expected-information) Hessian: ||P_J r||^2 / (n sigma^2) for the mean

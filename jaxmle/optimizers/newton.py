@@ -21,6 +21,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from .. import _linalg
 from ._base import (Optimizer, StepInfo, backtracking, descent_direction, failed_if, info, lane_while,
                     value_grad_hessian)
 
@@ -35,9 +36,7 @@ class NewtonState(NamedTuple):
     scale: jax.Array     # D: running max of sqrt|diag H|
 
 
-def _cholesky(H):
-    H = 0.5 * (H + H.T)
-    return jnp.linalg.cholesky(H)
+_cholesky = _linalg.cholesky
 
 
 def newton_direction(H, g, chol=None):
@@ -55,7 +54,7 @@ def newton_direction(H, g, chol=None):
     L = _cholesky(H) if chol is None else chol
     ok = jnp.all(jnp.isfinite(L))
     eye = jnp.eye(H.shape[0], dtype=H.dtype)
-    d_chol = -jax.scipy.linalg.cho_solve((jnp.where(ok, L, eye), True), g)
+    d_chol = -_linalg.cho_solve(jnp.where(ok, L, eye), g)
     use_chol = ok & jnp.all(jnp.isfinite(d_chol))
 
     def fix(c):
@@ -72,7 +71,7 @@ def modified_newton_direction(H, g, rel_floor=1e-10):
     positive-definite Hessian it is the plain Newton step.
     """
     H = 0.5 * (H + H.T)
-    w, V = jnp.linalg.eigh(H)
+    w, V = _linalg.eigh(H)
     top = jnp.maximum(jnp.max(jnp.abs(w)), jnp.finfo(H.dtype).tiny)
     w = jnp.maximum(jnp.abs(w), rel_floor * top)
     return -V @ ((V.T @ g) / w)
@@ -88,7 +87,7 @@ def boundary_step(H, g, radius, n_newton=40):
     orthogonal to the lowest eigenvector of an indefinite H) the step is completed
     along that eigenvector to the boundary.
     """
-    w, V = jnp.linalg.eigh(0.5 * (H + H.T))
+    w, V = _linalg.eigh(H)
     a = V.T @ g
     dtype = g.dtype
     eps = jnp.finfo(dtype).eps
@@ -121,7 +120,7 @@ def cholesky_step(chol, g):
     """(-H^-1 g from the Cholesky factor, whether it is usable)."""
     ok = jnp.all(jnp.isfinite(chol))
     eye = jnp.eye(g.shape[0], dtype=g.dtype)
-    p = -jax.scipy.linalg.cho_solve((jnp.where(ok, chol, eye), True), g)
+    p = -_linalg.cho_solve(jnp.where(ok, chol, eye), g)
     return p, ok & jnp.all(jnp.isfinite(p))
 
 

@@ -1,0 +1,178 @@
+"""Small dense linear algebra for the fitting loop, safe and fast under vmap.
+
+Every fit needs a Cholesky factorisation, triangular solves and now and then an
+eigendecomposition of its k x k Hessian, and ``fit_batch`` vmaps them over
+thousands of fits. Two reasons not to hand those to LAPACK:
+
+* Speed. A batched LAPACK call loops over tiny matrices one at a time; for k up to
+  ``SMALL`` the Cholesky factorisation and triangular solves written here in plain
+  ``jax.numpy`` run as a few vector operations over the whole batch, 3-10x faster
+  (benchmarks/small_solves.py measures both for each k; beyond k = 4 LAPACK wins,
+  and the unrolled code's compile time grows as k^3).
+* Deadlock. jaxlib 0.10.0-0.10.2 split a batched LAPACK call whose batch x
+  per-matrix cost reaches about 200,000 into chunks on XLA's intra-op thread pool
+  and block the calling thread until they finish; two such calls running at once
+  (one per host device, or one per Python thread) can leave every pool thread
+  waiting and the process hung. Beyond ``SMALL`` the LAPACK call stays, but under
+  vmap it is issued in chunks small enough never to split (``_chunked``).
+
+All functions take one matrix (no batch axes) and are meant to be vmapped.
+``cholesky`` returns NaN where the matrix is not positive definite, as
+``jnp.linalg.cholesky`` does.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+#: Largest k whose Cholesky factorisation and triangular solves skip LAPACK.
+SMALL = 4
+
+# Lanes per batched LAPACK call: keeps batch x cost at half of jaxlib 0.10's split
+# point (200,000; measured: 22,223 3x3 Cholesky or 1,482 3x3 eigh calls split).
+# The costs passed below over-estimate LAPACK's (5 k^3 for everything).
+_SPLIT_BUDGET = 100_000
+
+
+def _chunked(fn, cost):
+    """``fn`` (arrays for one matrix in, arrays out) that, vmapped, calls LAPACK in chunks.
+
+    Lane i of a batch of B goes to chunk i mod n (n = ceil(B / lanes)), so each
+    chunk is a strided slice of the batch: a batch sharded over devices stays
+    sharded chunk by chunk instead of being gathered onto one device.
+    """
+
+    @jax.custom_batching.custom_vmap
+    def call(*args):
+        return fn(*args)
+
+    @call.def_vmap
+    def _rule(axis_size, in_batched, *args):
+        args = [a if b else jnp.broadcast_to(a, (axis_size,) + a.shape) for a, b in zip(args, in_batched)]
+        lanes = max(1, _SPLIT_BUDGET // max(1, cost))
+        if axis_size <= lanes:
+            out = jax.vmap(fn)(*args)
+        else:
+            n = -(-axis_size // lanes)
+            width = -(-axis_size // n)
+            pad = n * width - axis_size
+
+            def split(a):       # (B, ...) -> (n, width, ...), lane i at [i % n, i // n]
+                a = jnp.concatenate([a, jnp.broadcast_to(a[:1], (pad,) + a.shape[1:])]) if pad else a
+                return jnp.swapaxes(a.reshape((width, n) + a.shape[1:]), 0, 1)
+
+            def merge(a):
+                return jnp.swapaxes(a, 0, 1).reshape((n * width,) + a.shape[2:])[:axis_size]
+
+            out = jax.lax.map(lambda a: jax.vmap(fn)(*a), tuple(split(a) for a in args))
+            out = jax.tree.map(merge, out)
+        return out, jax.tree.map(lambda _: True, out)
+
+    return call
+
+
+def _sym(A):
+    return 0.5 * (A + A.T)
+
+
+def _entries(A):
+    """The matrix as a list of lists of scalars: under vmap each is one vector over the
+    batch, so the loops below become a few fused elementwise operations, no gathers."""
+    k = A.shape[0]
+    return [[A[i, j] for j in range(k)] for i in range(k)]
+
+
+def _matrix(rows):
+    return jnp.stack([jnp.stack(r) for r in rows])
+
+
+def cholesky(A):
+    """Lower Cholesky factor of the symmetric part of ``A``; all NaN if not positive definite."""
+    A = _sym(A)
+    k = A.shape[0]
+    if k > SMALL:
+        L = _chunked(jnp.linalg.cholesky, 5 * k ** 3)(A)
+        return jnp.where(jnp.all(jnp.isfinite(L)), L, jnp.nan)
+    a = _entries(A)
+    zero = jnp.zeros((), A.dtype)
+    L = [[zero] * k for _ in range(k)]
+    ok = jnp.ones((), bool)
+    for j in range(k):
+        d2 = a[j][j]
+        for m in range(j):
+            d2 = d2 - L[j][m] * L[j][m]
+        ok = ok & (d2 > 0)
+        d = jnp.sqrt(jnp.where(d2 > 0, d2, 1.0))
+        L[j][j] = d
+        for i in range(j + 1, k):
+            s = a[i][j]
+            for m in range(j):
+                s = s - L[i][m] * L[j][m]
+            L[i][j] = s / d
+    L = _matrix(L)
+    return jnp.where(ok & jnp.all(jnp.isfinite(L)), L, jnp.nan)
+
+
+def _substitute(T, b, order, lower):
+    k = T.shape[0]
+    t = _entries(T)
+    xs = [None] * k
+    for i in order:
+        acc = b[i]
+        for j in (range(i) if lower else range(i + 1, k)):
+            acc = acc - t[i][j] * xs[j]
+        xs[i] = acc / t[i][i]
+    return jnp.stack(xs, axis=0)
+
+
+def solve_lower(L, b):
+    """x with L x = b for lower-triangular L; ``b`` a vector or a matrix (columns)."""
+    k = L.shape[0]
+    if k > SMALL:
+        return _chunked(lambda L, b: jax.scipy.linalg.solve_triangular(L, b, lower=True), 5 * k ** 3)(L, b)
+    return _substitute(L, b, range(k), lower=True)
+
+
+def solve_upper(U, b):
+    """x with U x = b for upper-triangular U; ``b`` a vector or a matrix (columns)."""
+    k = U.shape[0]
+    if k > SMALL:
+        return _chunked(lambda U, b: jax.scipy.linalg.solve_triangular(U, b, lower=False), 5 * k ** 3)(U, b)
+    return _substitute(U, b, reversed(range(k)), lower=False)
+
+
+def cho_solve(L, b):
+    """x with (L L') x = b, from the lower Cholesky factor ``L``."""
+    return solve_upper(L.T, solve_lower(L, b))
+
+
+def eigh(A):
+    """(eigenvalues ascending, eigenvectors as columns) of the symmetric part of ``A``.
+
+    Always LAPACK (chunked under vmap): cyclic Jacobi written elementwise was about
+    2x faster for k <= 4 but took seconds to compile (benchmarks/small_solves.py),
+    and the eigendecomposition runs only for indefinite Hessians and once per fit
+    at the end, so compile time matters more here than run time.
+    """
+    A = _sym(A)
+    k = A.shape[0]
+    return _chunked(jnp.linalg.eigh, 5 * k ** 3)(A)
+
+
+def svd(A):
+    """Thin SVD (U, s, V') of an m x n matrix, LAPACK chunked under vmap."""
+    m, n = A.shape
+    return _chunked(lambda A: jnp.linalg.svd(A, full_matrices=False), 5 * m * n * min(m, n))(A)
+
+
+def eigvalsh(A):
+    """Eigenvalues (ascending) of the symmetric part of ``A``."""
+    return eigh(A)[0]
+
+
+def inv_spd(A):
+    """Inverse of a symmetric positive-definite matrix from its Cholesky factor (NaN if not PD)."""
+    L = cholesky(A)
+    Linv = solve_lower(L, jnp.eye(A.shape[0], dtype=A.dtype))
+    return Linv.T @ Linv
