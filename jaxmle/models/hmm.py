@@ -139,7 +139,7 @@ class HMM(Model):
             tilt = np.linspace(-0.5, 0.5, C)[None, :] * (np.arange(K) - (K - 1) / 2)[:, None]
             E = np.exp(tilt) / np.exp(tilt).sum(axis=1, keepdims=True)
             spec["emission"] = {k: _simplex(E[i]) for i, k in enumerate(self._rows)}
-        self._start_fixed = isinstance(start_leaf, Fixed)
+        self._start_fixed, self._start_value = isinstance(start_leaf, Fixed), np.asarray(start_leaf.init)
         super().__init__(self._terms_unmasked, spec, name=f"hmm_{K}_{emission}",
                          validate=self._validate, em_step=self._em_step, init_fn=self._init_fn)
 
@@ -218,22 +218,30 @@ class HMM(Model):
         return out
 
     def _init_fn(self, key, d):
-        """Random start: sticky transitions, emissions from random data points (sorted)."""
+        """Random start: sticky transitions; state k's emission at a random quantile of the
+        data in ((k, k + 1) / K), so the states start apart and in increasing order."""
         x = d["x"]
         K = self.n_states
         dtype = x.dtype if jnp.issubdtype(x.dtype, jnp.floating) else jnp.result_type(float)
         k1, k2, k3 = jax.random.split(key, 3)
-        A = 0.7 * jnp.eye(K, dtype=dtype) + 0.3 * jax.random.dirichlet(k1, jnp.ones(K, dtype), (K,))
-        out = {"start": jnp.full((K,), 1.0 / K, dtype), "trans": _unstack(A, self._rows)}
-        pick = jnp.sort(x[jax.random.choice(k2, x.shape[0], (K,), replace=False)].astype(dtype))
+        # Flat Dirichlet draws as normalised exponentials (jax.random.dirichlet's gamma
+        # sampler costs seconds of compilation).
+        flat = lambda k, shape: _normalise(jax.random.exponential(k, shape, dtype))  # noqa: E731
+        A = 0.7 * jnp.eye(K, dtype=dtype) + 0.3 * flat(k1, (K, K))
+        start = self._start_value if self._start_fixed else np.full(K, 1.0 / K)
+        out = {"start": jnp.asarray(start, dtype), "trans": _unstack(A, self._rows)}
+        u = (jnp.arange(K, dtype=dtype) + jax.random.uniform(k2, (K,), dtype)) / K
+        # NaN padding (jm.pad's default) sorts last: quantiles of the finite values only.
+        xf = x.astype(dtype)
+        n = jnp.maximum(jnp.sum(jnp.isfinite(xf)), 1)
+        pick = jnp.sort(xf)[jnp.minimum((u * n).astype(jnp.int32), n - 1)]
         if self.emission == "normal":
             out["means"] = pick
-            out["scales"] = jnp.full((K,), jnp.std(x.astype(dtype)), dtype)
+            out["scales"] = jnp.full((K,), jnp.nanstd(xf), dtype)
         elif self.emission == "poisson":
             out["rates"] = pick + 0.5
         else:
-            E = jax.random.dirichlet(k3, jnp.ones(self.n_categories, dtype), (K,))
-            out["emission"] = _unstack(E, self._rows)
+            out["emission"] = _unstack(flat(k3, (K, self.n_categories)), self._rows)
         return out
 
     def _validate(self, data, batched):
@@ -244,7 +252,8 @@ class HMM(Model):
             raise ValueError(f"x has shape {x.shape}; expected {'(B, T)' if batched else '(T,)'} for an hmm")
         if self.emission == "categorical":
             if not jnp.issubdtype(x.dtype, jnp.integer):
-                raise ValueError(f"categorical hmm needs integer x (category codes), got {x.dtype}")
+                raise ValueError(f"categorical hmm needs integer x (category codes), got {x.dtype}; "
+                                 "pad ragged codes with jm.pad(..., fill='edge') to keep them integers")
             if bool(jnp.any((x < 0) | (x >= self.n_categories))):
                 raise ValueError(f"categorical hmm: x must lie in 0..{self.n_categories - 1}")
         elif self.emission == "poisson" and bool(jnp.any(x < 0)):
