@@ -224,7 +224,7 @@ def test_hmm_errors():
         jm.models.hmm(2, "gamma")
     with pytest.raises(ValueError, match="n_categories"):
         jm.models.hmm(2, "categorical")
-    with pytest.raises(ValueError, match="start must be a probability vector"):
+    with pytest.raises(ValueError, match="start must be .estimate., .uniform. or a probability vector"):
         jm.models.hmm(2, start=[0.2, 0.2])
     with pytest.raises(ValueError, match="expected \\(T,\\)"):
         jm.fit(MODELS["normal"], {"x": jnp.ones((10, 2))})

@@ -100,11 +100,7 @@ def _viterbi(log_start, logA, e):
     dT, back = jax.lax.scan(step, d0 - jnp.max(d0), e[1:])
     last = jnp.argmax(dT)
 
-    def trace(s, bp):
-        prev = bp[s]
-        return prev, prev
-
-    _, path = jax.lax.scan(trace, last, back, reverse=True)
+    _, path = jax.lax.scan(lambda s, bp: (bp[s], bp[s]), last, back, reverse=True)
     return jnp.concatenate([path, last[None]])
 
 
@@ -121,10 +117,8 @@ class HMM(Model):
         K, self._rows = n_states, _keys(n_states)
         stay = 0.9 if K > 1 else 1.0
         A = np.full((K, K), (1 - stay) / max(K - 1, 1)) + (stay - (1 - stay) / max(K - 1, 1)) * np.eye(K)
-        if isinstance(start, str) and start == "estimate":
-            start_leaf = _simplex(np.full(K, 1.0 / K))
-        elif isinstance(start, str) and start == "uniform":
-            start_leaf = Fixed(np.full(K, 1.0 / K))
+        if isinstance(start, str):
+            start_leaf = (_simplex if start == "estimate" else Fixed)(np.full(K, 1.0 / K))
         else:
             start_leaf = Fixed(np.asarray(start, float))
         spec = {"start": start_leaf, "trans": {k: _simplex(A[i]) for i, k in enumerate(self._rows)}}
@@ -134,9 +128,7 @@ class HMM(Model):
         elif emission == "poisson":
             spec["rates"] = Positive(np.arange(1.0, K + 1.0))
         else:
-            C = n_categories
-            self._cats = _keys(C)
-            tilt = np.linspace(-0.5, 0.5, C)[None, :] * (np.arange(K) - (K - 1) / 2)[:, None]
+            tilt = np.linspace(-0.5, 0.5, n_categories)[None, :] * (np.arange(K) - (K - 1) / 2)[:, None]
             E = np.exp(tilt) / np.exp(tilt).sum(axis=1, keepdims=True)
             spec["emission"] = {k: _simplex(E[i]) for i, k in enumerate(self._rows)}
         self._start_fixed, self._start_value = isinstance(start_leaf, Fixed), np.asarray(start_leaf.init)
@@ -160,7 +152,7 @@ class HMM(Model):
     def _log_parts(self, p, x, mask):
         """log start (K,), log transition (K, K), emission log-densities (T, K), masked steps 0."""
         if self.emission == "normal":
-            logb = stats.norm.logpdf(x[:, None], p["means"], p["scales"])
+            logb = stats.norm.logpdf(x[:, None], p["means"], jnp.maximum(p["scales"], _tiny(p["scales"].dtype)))
         elif self.emission == "poisson":
             logb = stats.poisson.logpmf(x[:, None], jnp.maximum(p["rates"], _tiny(p["rates"].dtype)))
         else:
@@ -358,11 +350,10 @@ class HMM(Model):
 
         def one(params, z, fixed, cov, boundary):
             perm = self._order(params)
-            leaves = spec.to_leaves(z, fixed)
             # Unconstrained coordinates, relabelled exactly even where a probability
             # underflows to 0: a simplex's z is log p up to a constant (last = 0).
             ext = [jnp.concatenate([z_seg, jnp.zeros(1, z.dtype)]) if isinstance(c, Simplex) else z_seg
-                   for c, z_seg in zip(spec.constraints, self._segments(z, fixed, leaves))]
+                   for c, z_seg in zip(spec.constraints, self._segments(z, fixed))]
             ext = self._permute(spec.unflatten(ext), perm)
             zs = [s[..., :-1] - s[..., -1:] if isinstance(c, Simplex) else s
                   for c, s in zip(spec.constraints, spec.treedef.flatten_up_to(ext))]
@@ -381,7 +372,7 @@ class HMM(Model):
         return type(res)(self, res.method, fields, data=res._data, mask=res._mask,
                          n_terms=res._n_terms, starts=res.starts)
 
-    def _segments(self, z, fixed, leaves):
+    def _segments(self, z, fixed):
         """Per leaf: its z segment shaped like the leaf (a simplex: K-1), or a fixed value."""
         spec, out, i, j = self.spec, [], 0, 0
         for shape, size, f in zip(spec.shapes, spec.free_sizes, spec.is_fixed):
@@ -436,9 +427,8 @@ def hmm(n_states: int, emission: str = "normal", n_categories: int | None = None
     elif n_categories is not None:
         raise ValueError("n_categories is only for emission='categorical'")
     if not (isinstance(start, str) and start in ("estimate", "uniform")):
-        if isinstance(start, str):
-            raise ValueError(f"start must be 'estimate', 'uniform' or a probability vector, got {start!r}")
-        s = np.asarray(start, float)
-        if s.shape != (n_states,) or np.any(s < 0) or abs(s.sum() - 1) > 1e-6:
-            raise ValueError(f"start must be a probability vector of length {n_states}, got {start!r}")
+        s = None if isinstance(start, str) else np.asarray(start, float)
+        if s is None or s.shape != (n_states,) or np.any(s < 0) or abs(s.sum() - 1) > 1e-6:
+            raise ValueError(f"start must be 'estimate', 'uniform' or a probability vector of length "
+                             f"{n_states}, got {start!r}")
     return HMM(n_states, emission, n_categories, start)
