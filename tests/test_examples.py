@@ -18,6 +18,7 @@ EXPECT = {
     "map_vs_mle.py": ["MLE", "MAP"],
     "survival.py": ["ties = breslow", "ties = efron", "hazard ratios"],
     "sharded_batch.py": ["process 0 of 1", "stars fitted", "CONVERGED"],
+    "hmm_detector.py": ["channels fitted by EM", "CONVERGED", "Viterbi decoding matches"],
 }
 
 
