@@ -1,30 +1,54 @@
-"""Profile-likelihood confidence intervals, batched over parameters, sides and datasets.
+"""Profile likelihood: intervals and curves, batched over parameters, sides, points and datasets.
 
-For each free parameter theta_j the interval is {t : 2 (l_hat - l_p(t)) <= q} with
-q the chi-squared(1) quantile and l_p(t) the log-likelihood maximised over the other
-parameters with theta_j = t. The bijectors are elementwise and monotone, so fixing
-theta_j is fixing its unconstrained coordinate z_j; each end of each interval is a
-1-D root search in z_j (bracket by doubling, then Illinois regula falsi), every
-evaluation re-optimising the other coordinates with Newton, warm-started from the
-previous evaluation. All (parameter, side) searches, and all datasets of a batch,
-run as lanes of one vmapped, compiled call.
+For a free parameter theta_j the profile log-likelihood l_p(t) is the log-likelihood
+maximised over the other parameters with theta_j = t. The bijectors are elementwise
+and monotone, so fixing theta_j is fixing its unconstrained coordinate z_j, and each
+evaluation is a Newton solve in the other coordinates (``_pinned_solve``).
+
+The interval is {t : 2 (l_hat - l_p(t)) <= q}, q the chi-squared(1) quantile. Each
+end is a root of the signed root deviance h(t) = sqrt(2 (l_hat - l_p)) - sqrt(q),
+with t measured in Wald standard errors of z_j: h is exactly linear in t for a
+quadratic log-likelihood and close to it otherwise, and its slope comes for free
+(by the envelope theorem dl_p/dz_j is the partial derivative of l at the profile
+point). So each end is a safeguarded Newton iteration (as in rtsafe: bracket growth,
+Newton on log(deviance) where the deviance is far from quadratic, secant, bisection)
+from the Wald bound, and each solve starts from the profile path predicted by the
+points before (at first the Wald tangent): typically three evaluations of a few
+Newton steps. All searches of a dataset are lanes of one vmapped program; datasets
+of a batch go through ``jaxmle._batch`` (straggler compaction, chunks, a progress
+bar over chunks), so the odd dataset whose searches run long does not hold up the
+rest. Searches whose Wald standard error is not finite (an unidentified parameter)
+are not run: their bounds are NaN.
 """
 
 from __future__ import annotations
 
 import warnings
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from . import _stats
+from ._batch import BatchFitter, run_chunks
 from ._data import n_data
-from ._solve import make_objective, minimize, ready_data
+from ._solve import loop_body, loop_start, make_objective, ready_data
+from ._status import RUNNING, Status
 from .optimizers import Newton
 
-_MAX_DOUBLINGS = 12      # bracket up to 2^12 * 2 Wald SEs (in z) from the optimum
-_MAX_EVALS = 60
+_MAX_GROWTH = 8           # the bracket grows up to 2 * 4^8 * sqrt(q) Wald SEs (in z) from the optimum
+_MAX_EVALS = 80           # solver steps per search (an evaluation or a resumed solve)
+_INNER_ITERS = 8          # Newton iterations per step; a solve may resume up to _RESUMES times
+_RESUMES = 5
+# Datasets per compiled call: bounds the working memory and feeds the progress bar.
+_CHUNK = 4096
+# Straggler buckets hold at least this many datasets (each new size is a compilation).
+_MIN_BUCKET = 8
+# Lane phases: searching, root found, no root before the growth limit (the bound is the
+# constraint edge or infinity), not searched (NaN bound), likelihood not finite beyond
+# the last point below the threshold (that point is the bound, flagged as an edge).
+_SEARCH, _FOUND, _NO_ROOT, _SKIP, _BROKEN = 0, 2, 3, 4, 5
 
 
 def _z_index(spec):
@@ -42,146 +66,298 @@ def _z_index(spec):
     return np.asarray(out)
 
 
-def _profile_single(model, q, gtol, ftol, n_static, z_hat, fixed, loglik_hat, data, mask, j, jz, side):
-    """One end (side = -1 lower, +1 upper) of the interval of natural element j (z index jz)."""
-    spec = model.spec
-    dtype = z_hat.dtype
-    obj = make_objective(model, dtype, fixed, ready_data(model, data, mask), mask, n_static)
-    neg_total, scale = obj.neg_total, obj.scale
-    p = z_hat.shape[0]
-    valid = jz >= 0
-    jz = jnp.maximum(jz, 0)
-    e = jnp.arange(p) == jz
-    Hinv, _, _ = _stats.inverse_information(jax.hessian(neg_total)(z_hat))
-    s = jnp.sqrt(Hinv[jz, jz])
-    opt = Newton()
+def _pinned_solve(obj, gtol, ftol, z_start, jz, value, active=True, max_iter=_INNER_ITERS):
+    """Maximise the log-likelihood over z with z_jz = value, from ``z_start``.
 
-    def profile_at(t, z_warm):
-        value = z_hat[jz] + side * t * s
-
-        def obj(z, _):
-            # z_j is pinned by a decoupled quadratic: its Newton step lands on `value`.
-            return neg_total(jnp.where(e, value, z)) / scale + 0.5 * (z[jz] - value) ** 2
-
-        carry = minimize(opt, obj, jnp.where(e, value, z_warm), None, 50, gtol, ftol)
-        z = jnp.where(e, value, carry.state.z)
-        ll = -neg_total(z)
-        D = 2.0 * (loglik_hat - ll) - q
-        return D, z, carry.status
-
-    # Phase 0 brackets the root by doubling t; phase 1 refines it; 2 = done; 3 = no root.
-    t0 = jnp.asarray(2.0, dtype) * jnp.sqrt(jnp.asarray(q, dtype))
-    D0, z0, _ = profile_at(t0, z_hat)
-    D0 = jnp.where(jnp.isfinite(D0), D0, jnp.inf)
-    init = dict(phase=jnp.where(D0 > 0, 1, 0), t_lo=jnp.zeros((), dtype), D_lo=-jnp.asarray(q, dtype),
-                t_hi=t0, D_hi=D0, z=z0, n=jnp.ones((), jnp.int32), doublings=jnp.zeros((), jnp.int32),
-                side_kept=jnp.zeros((), jnp.int32))
-
-    def cond(c):
-        return (c["phase"] < 2) & (c["n"] < _MAX_EVALS)
-
-    def body(c):
-        bracketing = c["phase"] == 0
-        denom = c["D_hi"] - c["D_lo"]
-        t_rf = c["t_lo"] - c["D_lo"] * (c["t_hi"] - c["t_lo"]) / jnp.where(denom == 0, 1.0, denom)
-        t_rf = jnp.clip(t_rf, c["t_lo"], c["t_hi"])
-        # Safeguard (as in Dekker/Brent): bisect when the upper end is infinite (the
-        # objective overflowed there) or the secant point hugs an end of the bracket,
-        # which happens when D is far from linear (e.g. near a boundary MLE).
-        width = c["t_hi"] - c["t_lo"]
-        frac = (t_rf - c["t_lo"]) / jnp.where(width > 0, width, 1.0)
-        secant_ok = jnp.isfinite(c["D_hi"]) & (frac > 0.01) & (frac < 0.99)
-        t_rf = jnp.where(secant_ok, t_rf, 0.5 * (c["t_lo"] + c["t_hi"]))
-        t = jnp.where(bracketing, 2.0 * c["t_hi"], t_rf)
-        D, z, _ = profile_at(t, c["z"])
-        finite = jnp.isfinite(D)
-        # Non-finite means "too far out": it bounds the root from above.
-        D = jnp.where(finite, D, jnp.inf)
-        new = dict(c)
-        new["n"] = c["n"] + 1
-        new["z"] = jnp.where(finite, z, c["z"])
-        # Bracketing: move the bracket out; a sign change (or NaN) ends it.
-        grow_lo = bracketing & (D <= 0)
-        dbl = c["doublings"] + bracketing.astype(jnp.int32)
-        # Refining (Illinois): replace the end with the same sign, halve the other's D
-        # when the same end is kept twice in a row.
-        refine = ~bracketing
-        upper = D > 0
-        keep = jnp.where(upper, 1, -1)
-        illinois = refine & (keep == c["side_kept"])
-        new["t_lo"] = jnp.where(grow_lo, c["t_hi"], jnp.where(refine & ~upper, t, c["t_lo"]))
-        new["D_lo"] = jnp.where(grow_lo, c["D_hi"], jnp.where(refine & ~upper, D,
-                                jnp.where(illinois & upper, 0.5 * c["D_lo"], c["D_lo"])))
-        new["t_hi"] = jnp.where(bracketing, t, jnp.where(refine & upper, t, c["t_hi"]))
-        new["D_hi"] = jnp.where(bracketing, D, jnp.where(refine & upper, D,
-                                jnp.where(illinois & ~upper, 0.5 * c["D_hi"], c["D_hi"])))
-        new["side_kept"] = jnp.where(refine, keep, c["side_kept"])
-        new["doublings"] = dbl
-        # Stop on the LR equation itself, or when the bracket is ~1e-10 wide in z.
-        z_width = (new["t_hi"] - new["t_lo"]) * s
-        done = refine & ((jnp.abs(D) <= 1e-9 * q) | (z_width <= 1e-10 * jnp.maximum(1.0, jnp.abs(z_hat[jz]))))
-        phase = jnp.where(bracketing & (D > 0), 1, c["phase"])
-        phase = jnp.where(bracketing & (dbl >= _MAX_DOUBLINGS) & (phase == 0), 3, phase)
-        new["phase"] = jnp.where(done, 2, phase)
-        return new
-
-    c = jax.lax.while_loop(cond, body, init)
-    denom = c["D_hi"] - c["D_lo"]
-    t_root = c["t_lo"] - c["D_lo"] * (c["t_hi"] - c["t_lo"]) / jnp.where(denom == 0, 1.0, denom)
-    t_root = jnp.where(c["phase"] == 3, jnp.inf, t_root)
-    found = c["phase"] == 2
-    z_end = z_hat.at[jz].set(z_hat[jz] + side * t_root * s)
-    bound = spec.natural_flat(z_end, fixed)[j]
-    bound = jnp.where(valid & jnp.isfinite(s) & ((c["phase"] >= 2) | (c["n"] >= _MAX_EVALS)), bound, jnp.nan)
-    return bound, ~found & (c["phase"] == 3)
-
-
-def profile_intervals(result, level: float = 0.95):
-    """Profile-likelihood intervals and flags for a FitResult or BatchFitResult.
+    An inactive lane (a finished search) does not iterate: under vmap the loop runs
+    as long as its slowest active lane.
 
     Returns:
-        (intervals, at_edge): flat arrays ``(..., m, 2)`` ordered as ``param_names``;
-        ``at_edge`` is True where the profile never crossed the threshold before the
-        constraint edge (or +/- infinity): the reported bound is that edge.
+        (z, loglik, d loglik / d z_jz at z, inner status).
     """
-    data, mask = result._data, result._mask
-    if data is None:
-        raise ValueError("profile intervals need the data: use the result returned by jm.fit / jm.fit_batch")
-    model = result.model
-    spec = model.spec
+    neg_total, scale = obj.neg_total, obj.scale
+    e = jnp.arange(z_start.shape[0]) == jz
+
+    def pinned(z, _):
+        # z_j is pinned by a decoupled quadratic: its Newton step lands on `value`.
+        return neg_total(jnp.where(e, value, z)) / scale + 0.5 * (z[jz] - value) ** 2
+
+    opt = Newton()
+    carry = loop_start(opt, pinned, jnp.where(e, value, z_start), None, gtol, 0, ftol)
+    carry = carry._replace(status=jnp.where(active, carry.status, Status.CONVERGED).astype(jnp.int32))
+    carry = jax.lax.while_loop(lambda c: c.status == RUNNING,
+                               lambda c: loop_body(opt, pinned, c, None, max_iter, gtol, ftol), carry)
+    z = jnp.where(e, value, carry.state.z)
+    nt, g = jax.value_and_grad(neg_total)(z)
+    return z, -nt, -g[jz], carry.status
+
+
+def _information_inverse(obj, z_hat):
+    """H^-1 of one dataset at its optimum: Wald standard errors and profile-path tangents."""
+    return _stats.inverse_information(jax.hessian(obj.neg_total)(z_hat))[0]
+
+
+# -- one end of one interval: start, step, end ---------------------------------------
+
+def _lane_start(q, z_hat, Hinv, jz, side):
+    dtype = z_hat.dtype
+    s = jnp.sqrt(Hinv[jz, jz])
+    # For a quadratic log-likelihood the profile path is z_hat + t u exactly.
+    u = side * Hinv[:, jz] / s
+    ok = (jz >= 0) & jnp.isfinite(s) & (s > 0) & jnp.all(jnp.isfinite(u))
+    rq = jnp.sqrt(q)
+    zero, inf = jnp.zeros((), dtype), jnp.asarray(jnp.inf, dtype)
+    # The current point starts at the optimum with the quadratic model's slope 1, so
+    # the first Newton step is the Wald bound.
+    return dict(t=zero, h=-rq, hp=jnp.ones((), dtype), dev=zero, step=inf, s=jnp.where(ok, s, 1.0),
+                t_lo=zero, h_lo=-rq, z_lo=z_hat, slope=jnp.where(ok, u, 0.0), t_hi=inf, h_hi=inf,
+                z_hi=z_hat, phase=jnp.where(ok, _SEARCH, _SKIP).astype(jnp.int32),
+                cuts=jnp.zeros((), jnp.int32), n=jnp.zeros((), jnp.int32), pend=jnp.zeros((), bool),
+                t_pend=zero, z_pend=z_hat, resumes=jnp.zeros((), jnp.int32))
+
+
+def _propose(obj, q, c):
+    """The next point t of a search and the start of its solve."""
+    rq = jnp.sqrt(q)
+    t0, t_lo, t_hi, hp = c["t"], c["t_lo"], c["t_hi"], c["hp"]
+    bracketed = jnp.isfinite(t_hi)
+    slope_ok = jnp.isfinite(hp) & (hp > 0)
+    t_newton = t0 - c["h"] / hp
+    # Growing: Newton, but at most 4x further out (a flat profile would jump to infinity).
+    reach = 4.0 * jnp.maximum(t_lo, rq)
+    grow = jnp.where(slope_ok & (t_newton > t_lo), jnp.minimum(t_newton, reach), reach)
+
+    # Refining (as in rtsafe): Newton while it stays inside the bracket and its steps
+    # at least halve. When they do not, the deviance is far from quadratic in t (e.g.
+    # exponential past a boundary estimate): Newton on log(deviance) from above the
+    # root, else the secant if it lands well inside, else bisection; but when the
+    # upper end overflowed and no finite point beyond the optimum is known (the Wald
+    # step was absurdly long: a flat likelihood), cuts to 1/8, 1/64, 1/4096, ... of it.
+    def inside(x):
+        return jnp.isfinite(x) & (x > t_lo) & (x < t_hi)
+
+    newton_ok = slope_ok & inside(t_newton) & (jnp.abs(t_newton - t0) <= 0.5 * c["step"])
+    t_log = t0 - jnp.log(c["dev"] / q) * (c["h"] + rq) / (2.0 * hp)
+    log_ok = slope_ok & (c["dev"] > q) & inside(t_log)
+    width = t_hi - t_lo
+    dh = c["h_hi"] - c["h_lo"]
+    t_sec = t_lo - c["h_lo"] * width / jnp.where(dh > 0, dh, 1.0)
+    frac = (t_sec - t_lo) / jnp.where(width > 0, width, 1.0)
+    sec_ok = jnp.isfinite(c["h_hi"]) & (dh > 0) & (frac > 0.02) & (frac < 0.98)
+    absurd = ~jnp.isfinite(c["h_hi"]) & (t_lo == 0)
+    cut = jnp.where(absurd, 0.125 ** (2.0 ** jnp.minimum(c["cuts"], 6)), 0.5)
+    refine = jnp.where(newton_ok, t_newton, jnp.where(log_ok, t_log, jnp.where(sec_ok, t_sec, t_lo + cut * width)))
+    t = jnp.where(bracketed, refine, grow)
+    # Predict the other coordinates: between the bracket's ends, else along the path.
+    w = jnp.clip((t - t_lo) / jnp.where(width > 0, width, 1.0), 0.0, 1.0)
+    z_pred = jnp.where(bracketed, c["z_lo"] + w * (c["z_hi"] - c["z_lo"]), c["z_lo"] + (t - t_lo) * c["slope"])
+    z_pred = jnp.where(jnp.isfinite(obj.neg_total(z_pred)), z_pred, c["z_lo"])
+    cuts = c["cuts"] + (bracketed & absurd & ~newton_ok & ~log_ok & ~sec_ok).astype(jnp.int32)
+    return t, z_pred, cuts
+
+
+def _lane_step(obj, q, gtol, ftol, z_hat, loglik_hat, jz, side, c):
+    """One evaluation of the profile for one search (a no-op for a finished one)."""
+    rq = jnp.sqrt(q)
+    inf = jnp.asarray(jnp.inf, z_hat.dtype)
+    s = c["s"]
+    t, z_pred, cuts = _propose(obj, q, c)
+    pend = c["pend"]
+    t = jnp.where(pend, c["t_pend"], t)
+    z_pred = jnp.where(pend, c["z_pend"], z_pred)
+    z, ll, dll, status = _pinned_solve(obj, gtol, ftol, z_pred, jz, z_hat[jz] + side * t * s, _running(c))
+    dev = 2.0 * (loglik_hat - ll)
+    finite = jnp.isfinite(dev)
+    r = jnp.sqrt(jnp.maximum(dev, 0.0))
+    # Non-finite means "too far out": it bounds the root from above.
+    h = jnp.where(finite, r - rq, inf)
+    hp = -side * s * dll / jnp.where(r > 0, r, jnp.nan)
+    upper = h > 0
+    # Close to the root (|h| is in Wald SEs, about), a Newton correction below 1e-4
+    # SEs is taken without another solve: its own error is of order its square.
+    dt = -h / hp
+    close = finite & (hp > 0) & (jnp.abs(h) <= 1e-5 * rq) & (jnp.abs(dt) <= 1e-4)
+    new = dict(c, t=jnp.where(close, t + dt, t), h=jnp.where(close, 0.0, h), hp=jnp.where(finite, hp, jnp.nan),
+               dev=dev, step=jnp.abs(t - c["t"]), cuts=cuts, n=c["n"] + 1)
+    step = t - c["t_lo"]
+    new["slope"] = jnp.where(~upper & (step > 0), (z - c["z_lo"]) / jnp.where(step > 0, step, 1.0), c["slope"])
+    new["t_lo"] = jnp.where(upper, c["t_lo"], t)
+    new["h_lo"] = jnp.where(upper, c["h_lo"], h)
+    new["z_lo"] = jnp.where(upper, c["z_lo"], z)
+    new["t_hi"] = jnp.where(upper, t, c["t_hi"])
+    new["h_hi"] = jnp.where(upper, h, c["h_hi"])
+    new["z_hi"] = jnp.where(upper & finite, z, jnp.where(upper, new["z_lo"], c["z_hi"]))
+    # Stop on the LR equation itself, or when the bracket is ~1e-10 wide in z; or when
+    # the likelihood stops being finite within 1e-4 (relative, in z) of the last point
+    # below the threshold: the profile does not cross it before breaking down.
+    z_scale = jnp.maximum(1.0, jnp.abs(z_hat[jz]))
+    z_width = (new["t_hi"] - new["t_lo"]) * s
+    done = close | (jnp.abs(dev - q) <= 1e-9 * q) | (z_width <= 1e-10 * z_scale)
+    broken = ~jnp.isfinite(new["h_hi"]) & (new["t_lo"] > 0) & (z_width <= 1e-4 * z_scale)
+    lost = ~jnp.isfinite(new["t_hi"]) & (new["t_lo"] >= 2.0 * rq * 4.0 ** _MAX_GROWTH)
+    phase = jnp.where(done, _FOUND, jnp.where(broken, _BROKEN, jnp.where(lost, _NO_ROOT, _SEARCH)))
+    new["phase"] = phase.astype(jnp.int32)
+    # A solve that used up its iterations continues from where it stopped at the next
+    # step (the search waits), so that one slow solve does not hold up every lane of
+    # the batch for long; after _RESUMES resumptions its point is taken as it is.
+    again = (status == Status.MAX_ITER) & (c["resumes"] < _RESUMES)
+    new["pend"], new["resumes"] = jnp.zeros((), bool), jnp.zeros((), jnp.int32)
+    wait = dict(c, pend=jnp.ones((), bool), t_pend=t, z_pend=z, resumes=c["resumes"] + 1, n=c["n"] + 1)
+    return jax.tree_util.tree_map(lambda a, b: jnp.where(again, a, b), wait, new)
+
+
+def _lane_end(c):
+    """(t of the bound, whether it is an edge) from a finished search."""
+    exact = jnp.abs(c["h"]) <= jnp.minimum(jnp.abs(c["h_lo"]), jnp.abs(c["h_hi"]))
+    width = c["t_hi"] - c["t_lo"]
+    dh = c["h_hi"] - c["h_lo"]
+    t_sec = c["t_lo"] - c["h_lo"] * width / jnp.where(dh > 0, dh, 1.0)
+    t_sec = jnp.where(jnp.isfinite(c["h_hi"]) & (dh > 0), t_sec, 0.5 * (c["t_lo"] + c["t_hi"]))
+    t = jnp.where(exact, c["t"], t_sec)
+    t = jnp.where(c["phase"] == _NO_ROOT, jnp.inf, jnp.where(c["phase"] == _BROKEN, c["t_lo"], t))
+    t = jnp.where(c["phase"] == _SKIP, jnp.nan, t)
+    return t, (c["phase"] == _NO_ROOT) | (c["phase"] == _BROKEN)
+
+
+# -- all searches of one dataset as stages (the jaxmle._batch protocol) ---------------
+
+class _Carry(NamedTuple):
+    lanes: dict
+    status: jax.Array      # RUNNING while any search of the dataset runs
+
+
+def _running(lanes):
+    return (lanes["phase"] == _SEARCH) & (lanes["n"] < _MAX_EVALS)
+
+
+class _IntervalStages:
+    """The interval searches of one dataset in start / body / finish stages.
+
+    ``extra`` is (fixed, loglik_hat, q, lanes) with lanes = (element j, its z index
+    (-1: not elementwise), side) arrays; ``data`` has been through ``ready_data``.
+    ``jaxmle._batch.BatchFitter`` runs the stages over a batch, regrouping the datasets
+    still searching; ``solve`` chains them for a single fit. Levels and lanes are
+    arguments, so one compilation serves every level and every set of parameters
+    of the same size.
+    """
+
+    def __init__(self, model, n_static, gtol, ftol):
+        self.model, self.n_static, self.gtol, self.ftol = model, n_static, gtol, ftol
+
+    def _objective(self, z_hat, extra, data, mask):
+        return make_objective(self.model, z_hat.dtype, extra[0], data, mask, self.n_static)
+
+    @staticmethod
+    def _lanes(z_hat, extra):
+        js, jzs, sides = extra[3]
+        return js, jnp.maximum(jzs, 0), sides.astype(z_hat.dtype)
+
+    def start(self, z_hat, extra, data, mask) -> _Carry:
+        obj = self._objective(z_hat, extra, data, mask)
+        Hinv = _information_inverse(obj, z_hat)
+        q = extra[2]
+        _, jzs, sides = self._lanes(z_hat, extra)
+        lanes = jax.vmap(lambda jz, side: _lane_start(q, z_hat, Hinv, jz, side))(jzs, sides)
+        lanes["phase"] = jnp.where(extra[3][1] >= 0, lanes["phase"], _SKIP).astype(jnp.int32)
+        return _Carry(lanes, jnp.where(jnp.any(_running(lanes)), RUNNING, 0).astype(jnp.int32))
+
+    def body(self, carry: _Carry, z_hat, extra, data, mask) -> _Carry:
+        obj = self._objective(z_hat, extra, data, mask)
+        ll_hat, q = extra[1], extra[2]
+        _, jzs, sides = self._lanes(z_hat, extra)
+        run = _running(carry.lanes)
+        step = jax.vmap(lambda jz, side, c: _lane_step(obj, q, self.gtol, self.ftol, z_hat, ll_hat, jz, side, c))
+        new = step(jzs, sides, carry.lanes)
+        lanes = jax.tree_util.tree_map(
+            lambda a, b: jnp.where(run.reshape(run.shape + (1,) * (a.ndim - 1)), a, b), new, carry.lanes)
+        return _Carry(lanes, jnp.where(jnp.any(_running(lanes)), RUNNING, 0).astype(jnp.int32))
+
+    def finish(self, carry: _Carry, z_hat, extra, data, mask):
+        fixed = extra[0]
+        js, jzs, sides = self._lanes(z_hat, extra)
+
+        def bound(j, jz, side, c):
+            t, edge = _lane_end(c)
+            z_end = z_hat.at[jz].set(z_hat[jz] + side * t * c["s"])
+            return self.model.spec.natural_flat(z_end, fixed)[j], edge
+
+        return jax.vmap(bound)(js, jzs, sides, carry.lanes)
+
+    def solve(self, z_hat, extra, data, mask):
+        data = ready_data(self.model, data, mask)
+        carry = self.start(z_hat, extra, data, mask)
+        carry = jax.lax.while_loop(lambda c: c.status == RUNNING,
+                                   lambda c: self.body(c, z_hat, extra, data, mask), carry)
+        return self.finish(carry, z_hat, extra, data, mask)
+
+
+def _setup(result):
+    """(batched, n_static, gtol, ftol) shared by intervals and curves."""
+    if result._data is None:
+        raise ValueError("profile likelihood needs the data: use the result returned by jm.fit / jm.fit_batch")
     batched = np.ndim(result.loglik) == 1
-    q = _stats.normal_quantile(level) ** 2
     dtype = result.z.dtype
     gtol = Newton().default_gtol(dtype)
     ftol = 4 * float(jnp.finfo(dtype).eps)
     if result._n_terms is not None:
         n_static = result._n_terms
     else:
-        one = jax.tree_util.tree_map(lambda a: a[0], data) if batched else data
+        one = jax.tree_util.tree_map(lambda a: a[0], result._data) if batched else result._data
         n_static = n_data(one)
-    jz_all = _z_index(spec)
-    m = len(jz_all)
-    js = np.repeat(np.arange(m), 2)
-    jzs = np.repeat(jz_all, 2)
-    sides = np.tile(np.array([-1.0, 1.0]), m)
+    return batched, n_static, gtol, ftol
+
+
+def _run(fn, args, batched, progress):
+    """Call ``fn(*args)`` once, or over equal chunks of datasets (progress bar when long)."""
+    if not batched:
+        return fn(*args)
+    B = int(np.shape(args[0])[0])
+    n_chunks = -(-B // _CHUNK)
+    return run_chunks(fn, args, B, -(-B // n_chunks) if n_chunks > 1 else None, progress, None)
+
+
+def profile_intervals(result, level: float = 0.95, progress: bool | None = None, elements=None):
+    """Profile-likelihood intervals and flags for a FitResult or BatchFitResult.
+
+    Args:
+        result: the fit.
+        level: coverage.
+        progress: show a progress bar over chunks of datasets (default: when the
+            batch spans several chunks and stderr is a terminal).
+        elements: indices into ``param_names`` to profile (default all).
+
+    Returns:
+        (intervals, at_edge): flat arrays ``(..., m, 2)`` ordered as ``param_names``
+        (or ``elements``); ``at_edge`` is True where the profile never crossed the
+        threshold before the constraint edge (or +/- infinity, or where the
+        likelihood stops being finite): the reported bound is that edge.
+    """
+    model, spec = result.model, result.model.spec
+    batched, n_static, gtol, ftol = _setup(result)
+    data, mask = result._data, result._mask
+    q = _stats.normal_quantile(level) ** 2
+    elements = tuple(range(len(spec.names))) if elements is None else tuple(int(e) for e in elements)
+    jz_all = _z_index(spec)[list(elements)]
+    m = len(elements)
+    stages = _IntervalStages(model, n_static, gtol, ftol)
 
     def build():
-        def lanes(z_hat, fixed, ll, d, mk, j, jz, side):
-            f = lambda j_, jz_, s_: _profile_single(model, q, gtol, ftol, n_static, z_hat, fixed, ll, d, mk, j_, jz_, s_)  # noqa: E731
-            return jax.vmap(f)(j, jz, side)
-
-        core = lanes
         if batched:
-            core = jax.vmap(lanes, in_axes=(0, 0, 0, 0, 0 if mask is not None else None, None, None, None))
-        return jax.jit(core)
+            return BatchFitter(stages, mask is not None, compact=True, min_bucket=_MIN_BUCKET)
+        return jax.jit(stages.solve)
 
-    fn = model.compiled(("profile", batched, mask is not None, q, n_static), build)
-    bounds, edge = fn(result.z, result.fixed, result.logpost, data, mask,
-                      jnp.asarray(js), jnp.asarray(jzs), jnp.asarray(sides, dtype))
+    fn = model.compiled(("profile", batched, mask is not None, n_static), build)
+    # Per-dataset arguments when batched (chunks slice every leading axis).
+    lead = np.shape(result.loglik)
+    lanes = (np.repeat(elements, 2), np.repeat(jz_all, 2), np.tile([-1.0, 1.0], m))
+    lanes = tuple(jnp.asarray(np.broadcast_to(a, lead + a.shape)) for a in lanes)
+    extra = (result.fixed, result.logpost, jnp.full(lead, q, result.z.dtype), lanes)
+    bounds, edge = _run(fn, (result.z, extra, data, mask), batched, progress)
     lead = bounds.shape[:-1]
     bounds = np.asarray(bounds).reshape(lead + (m, 2))
     edge = np.asarray(edge).reshape(lead + (m, 2))
     if (jz_all < 0).any():
         warnings.warn("profile intervals need an elementwise constraint (not jm.Simplex or "
-                      "jm.PositiveDefinite elements): those are reported as NaN", stacklevel=3)
+                      "jm.PositiveDefinite elements): those are reported as NaN; use "
+                      "derived(fn, method='profile') for a function of them", stacklevel=3)
     return bounds, edge

@@ -9,6 +9,7 @@ import pytest
 from jax.scipy import stats as jstats
 
 import jaxmle as jm
+from jaxmle import _profile, _profile_curve
 from helpers import normal_model
 
 stats = pytest.importorskip("scipy.stats")
@@ -19,9 +20,15 @@ def poisson_model():
     return jm.Model(lambda p, x: jstats.poisson.logpmf(x, p["lam"]), {"lam": jm.Positive(1.0)})
 
 
+# Shared by tests on the same data shapes: a model caches its compiled programs.
+POISSON, NORMAL = poisson_model(), normal_model()
+CALLS = np.array([3.0, 5, 2, 8, 4, 6, 3, 5])
+TIMES = np.array([240.0, 255.0, 261.0, 248.0, 271.0])
+
+
 def test_poisson_rate_profile_equals_brentq():
-    x = np.array([3, 5, 2, 8, 4, 6, 3, 5])
-    res = jm.fit(poisson_model(), jnp.asarray(x))
+    x = CALLS
+    res = jm.fit(POISSON, jnp.asarray(x))
     lo, hi = res.conf_int(0.95, method="profile")["lam"]
     ll = lambda lam: stats.poisson.logpmf(x, lam).sum()  # noqa: E731
     q = stats.chi2.ppf(0.95, 1)
@@ -32,8 +39,7 @@ def test_poisson_rate_profile_equals_brentq():
 
 
 def test_normal_profiles_closed_form():
-    x = np.array([240.0, 255.0, 261.0, 248.0, 271.0])
-    res = jm.fit(normal_model(), jnp.asarray(x))
+    res = jm.fit(NORMAL, jnp.asarray(TIMES))
     ci = res.conf_int(0.95, method="profile")
     n, s2, q = 5, 113.2, stats.chi2.ppf(0.95, 1)
     half = np.sqrt(s2 * (np.exp(q / n) - 1))   # mu profiled: n log(s2(mu)/s2) = q
@@ -48,7 +54,9 @@ def test_normal_profiles_closed_form():
 
 def test_profile_with_nuisance_parameters_logistic():
     # Profile intervals for a regression coefficient, checked by a brute-force
-    # profile: refit with the coefficient fixed and solve the LR equation with brentq.
+    # profile: refit with the coefficient held at a value and solve the LR equation
+    # with brentq. The held value rides in the data, so every refit reuses one
+    # compiled program (a jm.Fixed model per value would compile each time).
     rng = np.random.default_rng(0)
     X = np.column_stack([np.ones(150), rng.normal(size=150)])
     y = (rng.uniform(size=150) < 1 / (1 + np.exp(-(0.3 + 0.8 * X[:, 1])))).astype(float)
@@ -61,10 +69,11 @@ def test_profile_with_nuisance_parameters_logistic():
     res = jm.fit(jm.Model(loglik, {"b0": 0.0, "b1": 0.0}), data)
     lo, hi = res.conf_int(0.9, method="profile")["b1"]
     q = stats.chi2.ppf(0.9, 1)
+    held = jm.Model(lambda p, d: loglik({"b0": p["b0"], "b1": d["b1"]}, d), {"b0": 0.0})
 
     def g(b1):
-        fixed = jm.fit(jm.Model(loglik, {"b0": 0.0, "b1": jm.Fixed(b1)}), data)
-        return 2 * (float(res.loglik) - float(fixed.loglik)) - q
+        refit = jm.fit(held, dict(data, b1=jnp.asarray(b1)), tol=1e-12)
+        return 2 * (float(res.loglik) - float(refit.loglik)) - q
 
     b1 = float(res.params["b1"])
     np.testing.assert_allclose(lo, optimize.brentq(g, b1 - 3, b1, xtol=1e-10), rtol=1e-6)
@@ -83,17 +92,123 @@ def test_profile_reports_constraint_edge():
     assert not batch.profile_at_edge["lam"][1].any()
 
 
-def test_batched_profile_equals_single():
+def test_batched_profile_equals_single_and_shows_progress(monkeypatch, capsys):
+    # Long batched searches run in chunks of datasets with the fit's progress bar
+    # (chunks of 2 here); each dataset's bounds equal its single fit's.
+    monkeypatch.setattr(_profile, "_CHUNK", 2)
     xs = jax.random.poisson(jax.random.key(0), 3.0, (4, 12)).astype(jnp.float64) + 1.0
-    batch = jm.fit_batch(normal_model(), xs)
-    got = batch.conf_int(0.95, method="profile")
+    model = normal_model()
+    batch = jm.fit_batch(model, xs)
+    flat, _ = _profile.profile_intervals(batch, 0.95, progress=True)
+    assert "2/2" in capsys.readouterr().err
+    assert batch.param_names == ["mu", "sigma"]
     for i in [0, 3]:
-        one = jm.fit(normal_model(), xs[i]).conf_int(0.95, method="profile")
-        np.testing.assert_allclose(got["mu"][i], one["mu"], rtol=1e-9)
-        np.testing.assert_allclose(got["sigma"][i], one["sigma"], rtol=1e-9)
+        one = jm.fit(model, xs[i]).conf_int(0.95, method="profile")
+        np.testing.assert_allclose(flat[i, 0], one["mu"], rtol=1e-9)
+        np.testing.assert_allclose(flat[i, 1], one["sigma"], rtol=1e-9)
+    curve = _profile_curve.profile_curve(batch, "mu", n_points=5, bound=2.0)
+    one = _profile_curve.profile_curve(jm.fit(model, xs[3]), "mu", n_points=5, bound=2.0)
+    assert curve["grid"].shape == curve["loglik"].shape == (4, 5)
+    np.testing.assert_allclose(curve["grid"][3], one["grid"], rtol=1e-12)
+    np.testing.assert_allclose(curve["loglik"][3], one["loglik"], rtol=1e-10)
 
 
 def test_unknown_interval_method():
     res = jm.fit(poisson_model(), jnp.array([1.0, 2.0]))
     with pytest.raises(ValueError, match="'wald', 'profile'"):
         res.conf_int(method="bayes")
+
+
+# -- batched profile intervals: work, stragglers, progress ----------------------------
+
+def _censored_weibull(degenerate):
+    """Eight right-censored Weibull datasets; optionally two that cannot be profiled."""
+    rng = np.random.default_rng(1)
+    t = rng.weibull(1.5, (8, 30)) * 2.0
+    c = rng.exponential(3.0, (8, 30))
+    ev = (t <= c).astype(float)
+    if degenerate:
+        ev[0] = 0.0        # no events: the likelihood runs off to infinity
+        ev[1, 1:] = 0.0    # one event
+    return {"t": jnp.asarray(np.minimum(t, c)), "event": jnp.asarray(ev)}
+
+
+def _counting_weibull():
+    """A censored Weibull model counting how often its log-density is evaluated (per lane)."""
+    calls = {"n": 0}
+
+    def bump(_):
+        calls["n"] += 1
+
+    def loglik(p, d):
+        jax.debug.callback(bump, p["shape"])
+        k, lam = p["shape"], p["scale"]
+        z = d["t"] / lam
+        return d["event"] * (jnp.log(k / lam) + (k - 1) * jnp.log(z)) - z ** k
+
+    return jm.Model(loglik, {"shape": jm.Positive(1.0), "scale": jm.Positive(1.0)}), calls
+
+
+def test_batched_profile_work_is_a_few_fits_and_ignores_unidentified_datasets():
+    # Work = evaluations of the log-density, summed over vmapped lanes (what a batched
+    # program pays for). Four searches per dataset used to cost ~20 fits' worth (each
+    # end ~17 root-search evaluations, each a full Newton solve), and one dataset
+    # whose standard errors are NaN kept the whole batch searching for 60 evaluations.
+    model, calls = _counting_weibull()
+    work = {}
+    for degenerate in (False, True):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            calls["n"] = 0
+            batch = jm.fit_batch(model, _censored_weibull(degenerate))
+            fit_work = calls["n"]
+            calls["n"] = 0
+            ci = batch.conf_int(0.95, method="profile")
+        work[degenerate] = (fit_work, calls["n"])
+        assert np.isfinite(ci["shape"][2:]).all() and np.isfinite(ci["scale"][2:]).all()
+    fit_work, profile_work = work[False]
+    assert profile_work <= 8 * fit_work, work
+    assert work[True][1] <= 1.5 * profile_work, work
+
+
+
+# -- profile curves and plots --------------------------------------------------------
+
+def test_profile_curve_closed_forms_and_default_range():
+    # Normal sample: with mu profiled out, l_p(sigma) = -n log sigma - n s2 / (2 sigma^2) + c;
+    # with sigma profiled out, l_p(mu) = -n/2 log(2 pi (s2 + (mu - xbar)^2)) - n/2.
+    res = jm.fit(NORMAL, jnp.asarray(TIMES))
+    n, s2 = 5, 113.2
+    prof = _profile_curve.profile_curve(res, "sigma", n_points=9)
+    sig = prof["grid"]
+    np.testing.assert_allclose(prof["loglik"], -n * np.log(sig) - n * s2 / (2 * sig**2) - n / 2 * np.log(2 * np.pi),
+                               rtol=1e-12)
+    lo, hi = res.conf_int(0.95, method="profile")["sigma"]
+    assert sig[0] < lo < float(res.params["sigma"]) < hi < sig[-1]     # the range shows both cuts
+    assert sig[0] > 0                                                   # and stays in the domain
+    prof = _profile_curve.profile_curve(res, "mu", n_points=5, bound=(230.0, 280.0))
+    np.testing.assert_allclose(prof["grid"], [230, 242.5, 255, 267.5, 280])
+    np.testing.assert_allclose(prof["loglik"], -n / 2 * np.log(2 * np.pi * (s2 + (prof["grid"] - 255) ** 2)) - n / 2,
+                               rtol=1e-12)
+    with pytest.raises(ValueError, match="free parameters are"):
+        _profile_curve.profile_curve(res, "tau")
+
+
+def test_plot_profile_marks_estimate_cut_and_interval():
+    matplotlib = pytest.importorskip("matplotlib")
+    matplotlib.use("Agg")
+    res = jm.fit(POISSON, jnp.asarray(CALLS))
+    ax = _profile_curve.plot_profile(res, "lam", n_points=11)
+    q = stats.chi2.ppf(0.95, 1)
+    lo, hi = res.conf_int(0.95, method="profile")["lam"]
+    horizontal = [ln.get_ydata()[0] for ln in ax.lines if ln.get_ydata()[0] == ln.get_ydata()[-1]
+                  and len(ln.get_xdata()) == 2 and ln.get_xdata()[0] != ln.get_xdata()[-1]]
+    vertical = sorted(ln.get_xdata()[0] for ln in ax.lines if len(ln.get_xdata()) == 2
+                      and ln.get_xdata()[0] == ln.get_xdata()[-1])
+    np.testing.assert_allclose(horizontal, [q])
+    np.testing.assert_allclose(vertical, [lo, 4.5, hi], rtol=1e-9)
+    curve = ax.lines[0]
+    assert len(curve.get_xdata()) == 11 and np.nanmin(curve.get_ydata()) >= -1e-9
+    assert ax.get_title().startswith("lam = 4.5")
+    with pytest.raises(ValueError, match="index the batch"):
+        _profile_curve.plot_profile(jm.fit_batch(poisson_model(), jnp.ones((2, 3))), "lam")
