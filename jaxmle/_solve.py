@@ -323,6 +323,11 @@ def _runaways(obj: Objective, state, z0, Hinv):
       precision out to there, the estimate is wherever the fit stopped (a zero
       inflation or a variance component drifting towards 0 looks like this).
 
+    * along the flattest direction (largest variance) when some coordinate is
+      suspect, as far as the fit travelled: a ray to infinity that mixes
+      coordinates (a ratio of parameters identified, their scale not) is flat
+      along it, while each coordinate alone is not.
+
     Probing near and far keeps a far point in another basin of a multimodal
     likelihood from passing for a runaway. Under vmap the per-coordinate probes
     run only when some fit has a suspect coordinate.
@@ -350,4 +355,21 @@ def _runaways(obj: Objective, state, z0, Hinv):
         return jnp.zeros((), bool), flags & suspect
 
     _, alone = lane_while(lambda c: c[0], probe, (jnp.any(suspect), jnp.zeros_like(suspect)))
-    return along_path | alone
+
+    def flat_probe(c):
+        # The flattest direction (top eigenvector of H^-1, by power iteration: no LAPACK),
+        # pointed the way the fit travelled, probed as far as the fit travelled: catches a
+        # runaway along a ray that mixes coordinates (x0, x2, x3 -> inf together).
+        safe = jnp.where(jnp.isfinite(Hinv), Hinv, 0.0)
+        v = jax.lax.fori_loop(0, 30, lambda _, v: _unit(safe @ v), _unit(jnp.abs(travel) + eps))
+        v = jnp.where(jnp.vdot(v, travel) < 0, -v, v)
+        flags = no_rise(v * jnp.linalg.norm(travel)) & (jnp.abs(v) >= 0.01 * jnp.max(jnp.abs(v)))
+        return jnp.zeros((), bool), flags & (travel != 0)
+
+    flat_ok = jnp.all(jnp.isfinite(Hinv)) & jnp.any(suspect)
+    _, along_flat = lane_while(lambda c: c[0], flat_probe, (flat_ok, jnp.zeros_like(suspect)))
+    return along_path | alone | along_flat
+
+
+def _unit(v):
+    return v / jnp.maximum(jnp.linalg.norm(v), jnp.finfo(v.dtype).tiny)

@@ -100,6 +100,27 @@ def test_zero_inflation_running_off_ends_at_boundary_with_its_name():
     assert batch.boundary.tolist() == [[False, True], [False, False]]
 
 
+def test_runaway_along_a_ray_mixing_coordinates_ends_at_boundary():
+    # Kowalik-Osborne (MGH 15) from 10 x0: Levenberg-Marquardt drifts towards the local
+    # minimum at (+inf, -14.07, -inf, -inf). No single coordinate can run off alone (moving
+    # one breaks the ratio the data identify), so only a probe along the flattest
+    # direction sees the likelihood still rising; it used to say CONVERGED.
+    u = jnp.array([4.0, 2.0, 1.0, 0.5, 0.25, 0.167, 0.125, 0.1, 0.0833, 0.0714, 0.0625])
+    y = jnp.array([0.1957, 0.1947, 0.1735, 0.1600, 0.0844, 0.0627, 0.0456, 0.0342, 0.0323, 0.0235, 0.0246])
+    f = lambda p, u: p["x"][0] * (u**2 + u * p["x"][1]) / (u**2 + u * p["x"][2] + p["x"][3])  # noqa: E731
+    x0 = jnp.array([0.25, 0.39, 0.415, 0.39])
+    model = jm.models.nonlinear_regression(f, {"x": x0}, sigma=1.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        far = jm.fit(model, {"x": u, "y": y}, method="lm", init={"x": 10 * x0})
+        near = jm.fit(model, {"x": u, "y": y}, method="lm")
+    assert far.status == jm.Status.AT_BOUNDARY
+    assert np.asarray(far.boundary)[:4].tolist() == [True, False, True, True]
+    # From x0 it reaches the global minimum (sum of squares 3.07505e-4) and is not flagged.
+    assert near.status == jm.Status.CONVERGED
+    np.testing.assert_allclose(-2 * float(near.loglik) - 11 * np.log(2 * np.pi), 3.07505e-4, rtol=1e-5)
+
+
 def test_huge_standard_error_is_warned_about():
     # y depends on a + b only: b is identified by a tiny ridge-like prior alone.
     y = np.random.default_rng(3).normal(1.0, 1.0, 50)
