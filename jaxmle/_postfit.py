@@ -1,8 +1,8 @@
 """Inference that re-evaluates the model at a finished fit's estimate, without refitting:
-the delta method for derived quantities and the sandwich covariance.
+the delta method and profile intervals for derived quantities, and the sandwich
+covariance.
 
-Both run as compiled programs cached on the model (``Model.compiled``), vmapped
-over the datasets of a batched result.
+All run as compiled programs, vmapped over the datasets of a batched result.
 """
 
 from __future__ import annotations
@@ -11,8 +11,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+import warnings
+
 from . import _stats
-from ._solve import ready_data
+from ._profile import _setup
+from ._solve import make_objective, ready_data
 
 
 def _derived_single(model, fn, theta, cov, leaves):
@@ -41,6 +44,126 @@ def derived(result, fn):
     if np.ndim(result.loglik) == 1:
         core = jax.vmap(core)
     return jax.jit(core)(result.estimate_flat, result.cov, leaves)
+
+
+def derived_interval(result, fn, level: float = 0.95, method: str = "delta"):
+    """Estimate, standard error and confidence interval of ``fn(params)``.
+
+    Args:
+        result: a FitResult or BatchFitResult.
+        fn: function of the natural-scale params dict; a scalar for ``method="profile"``.
+        level: coverage of the interval.
+        method: "delta" (estimate +/- z * delta-method stderr; any output shape) or
+            "profile" (likelihood-ratio interval: the extremes of ``fn`` over the
+            parameters whose log-likelihood is within q/2 of the maximum, q the
+            chi-squared(1) quantile; respects constraints and is invariant to
+            reparametrisation, as profile intervals are).
+
+    Returns:
+        (estimate, stderr, (lower, upper)), each shaped like ``fn``'s output (plus the
+        batch axis). A profile bound whose search fails (e.g. the interval is
+        unbounded) is NaN, with a warning.
+
+    Example:
+        >>> est, se, (lo, hi) = res.derived(lambda p: p["sigma"] / p["mu"], method="profile")
+    """
+    est, se = derived(result, fn)
+    q = _stats.normal_quantile(level)
+    if method == "delta":
+        return est, se, (est - q * se, est + q * se)
+    if method != "profile":
+        raise ValueError(f"unknown derived interval method {method!r}; available: 'delta', 'profile'")
+    if np.shape(est) != np.shape(result.loglik):
+        raise ValueError(f"method='profile' needs a scalar function of the parameters; fn returns shape "
+                         f"{np.shape(est)[np.ndim(result.loglik):]}")
+    lo, hi = _derived_profile(result, fn, q * q)
+    if not (np.isfinite(lo) & np.isfinite(hi) | ~np.isfinite(np.asarray(est))).all():
+        warnings.warn("the profile interval search for the derived quantity failed for some bounds "
+                      "(reported as NaN): the interval may be unbounded", stacklevel=3)
+    return est, se, (lo, hi)
+
+
+_KKT_ITERS = 100
+
+
+def _derived_end(obj, g, q, z_hat, f_hat, side):
+    """Maximise side * g(z) subject to neg_total(z) = f_hat + q/2 (one end of the interval).
+
+    Newton's method on the Lagrange conditions side * grad g = mu * grad F, F = f_hat + q/2
+    (mu > 0: the outward normal), from the Wald end of a quadratic log-likelihood,
+    with backtracking on the residual.
+    """
+    F = obj.neg_total
+    Sigma = _stats.inverse_information(jax.hessian(F)(z_hat))[0]
+    a = jax.grad(g)(z_hat)
+    v = a @ Sigma @ a
+    rq = jnp.sqrt(q)
+    z0 = z_hat + side * rq * (Sigma @ a) / jnp.sqrt(v)
+    mu0 = jnp.sqrt(v) / rq
+    p = z_hat.shape[0]
+
+    def residual(z, mu):
+        r1 = side * jax.grad(g)(z) - mu * jax.grad(F)(z)
+        r2 = F(z) - f_hat - 0.5 * q
+        return r1, r2
+
+    def merit(z, mu):
+        r1, r2 = residual(z, mu)
+        m = (r1 @ Sigma @ r1) / (mu * mu * q) + (r2 / q) ** 2
+        return jnp.where(jnp.isfinite(m) & (mu > 0), m, jnp.inf)
+
+    def body(c):
+        z, mu, m, n, _ = c
+        r1, r2 = residual(z, mu)
+        A = side * jax.hessian(g)(z) - mu * jax.hessian(F)(z)
+        gF = jax.grad(F)(z)
+        K = jnp.block([[A, -gF[:, None]], [gF[None, :], jnp.zeros((1, 1), z.dtype)]])
+        d = jnp.linalg.solve(K, -jnp.concatenate([r1, r2[None]]))
+        dz, dmu = d[:p], d[p]
+
+        def shrink(s):
+            alpha, _ = s
+            return alpha * 0.5, merit(z + 0.5 * alpha * dz, mu + 0.5 * alpha * dmu)
+
+        def worse(s):
+            alpha, m_new = s
+            return (m_new > (1.0 - 1e-4 * alpha) * m) & (alpha > 1e-9)
+
+        alpha, m_new = jax.lax.while_loop(worse, shrink, (jnp.ones((), z.dtype), merit(z + dz, mu + dmu)))
+        ok = m_new < m
+        z = jnp.where(ok, z + alpha * dz, z)
+        mu = jnp.where(ok, mu + alpha * dmu, mu)
+        return z, mu, jnp.where(ok, m_new, m), n + 1, ~ok
+
+    def running(c):
+        return (c[2] > 1e-18) & (c[3] < _KKT_ITERS) & ~c[4] & jnp.isfinite(c[2])
+
+    z, mu, m, _, _ = jax.lax.while_loop(running, body, (z0, mu0, merit(z0, mu0), 0, jnp.zeros((), bool)))
+    return jnp.where(m <= 1e-16, g(z), jnp.nan)
+
+
+def _derived_profile(result, fn, q):
+    """(lower, upper) profile bounds of a scalar ``fn(params)``, batched like the result."""
+    if result._data is None:
+        raise ValueError("profile intervals need the data: use the result returned by jm.fit / jm.fit_batch")
+    model, spec = result.model, result.model.spec
+    batched, n_static, _, _ = _setup(result)
+    mask = result._mask
+
+    def one(z_hat, fixed, f_hat, data, mk):
+        obj = make_objective(model, z_hat.dtype, fixed, ready_data(model, data, mk), mk, n_static)
+
+        def g(z):
+            return jnp.asarray(fn(spec.to_params(z, fixed)), z.dtype)
+
+        sides = jnp.asarray([-1.0, 1.0], z_hat.dtype)
+        ends = jax.vmap(lambda s: _derived_end(obj, g, q, z_hat, f_hat, s))(sides)
+        return ends[0], ends[1]
+
+    if batched:
+        one = jax.vmap(one, in_axes=(0, 0, 0, 0, 0 if mask is not None else None))
+    lo, hi = jax.jit(one)(result.z, result.fixed, -result.logpost, result._data, mask)
+    return np.asarray(lo), np.asarray(hi)
 
 
 def _robust_single(model, z, fixed, data, mask):
