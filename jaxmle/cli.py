@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import csv
+import io
 import sys
+import warnings
+
+import numpy as np
 
 from . import __version__
+from ._profile import profile_intervals
 from .optimizers import general_methods
 
 
@@ -44,11 +50,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     f = sub.add_parser("fit", help="fit a named distribution to a CSV column")
     f.add_argument("dist", help="distribution name, e.g. normal, poisson, gamma")
-    f.add_argument("csv", help="CSV file with a header row")
+    f.add_argument("csv", help="CSV file with a header row; the delimiter (, ; tab |) is detected")
     f.add_argument("--column", required=True, help="column to fit")
     f.add_argument("--level", type=float, default=0.95, help="confidence level (default 0.95)")
     f.add_argument("--fixed", nargs="*", default=[], metavar="NAME=VALUE",
                    help="parameters held fixed, e.g. n=10 for the binomial")
+    f.add_argument("--ci", choices=("wald", "profile"), default="wald",
+                   help="interval method: wald (default) or profile (likelihood ratio; respects constraints)")
+    f.add_argument("--dropna", action="store_true",
+                   help="drop rows whose cell is blank or NA (reported on stderr) instead of failing")
     f.add_argument("--json", action="store_true", help="print JSON instead of the table")
     return p
 
@@ -57,40 +67,90 @@ class CLIError(Exception):
     """A user error: printed as one line on stderr, exit code 2."""
 
 
-def _read_column(path: str, column: str):
-    import csv
+# Cells read as missing values (case-insensitive), besides a blank cell.
+MISSING = {"na", "n/a", "nan", "null", "none", "-"}
+DELIMITERS = ",;\t|"
 
-    import numpy as np
 
+def _delimiter(text: str) -> str:
+    """The file's delimiter: csv.Sniffer on the first lines, checked against the header."""
+    lines = text.splitlines()
+    header = lines[0] if lines else ""
+    try:
+        found = csv.Sniffer().sniff("\n".join(lines[:50]), delimiters=DELIMITERS).delimiter
+        if found in header:
+            return found
+    except csv.Error:
+        pass
+    # One column, or a sample the sniffer cannot decide: the most frequent candidate
+    # in the header (a comma when there is none).
+    counts = {d: header.count(d) for d in DELIMITERS}
+    best = max(counts, key=counts.get)
+    return best if counts[best] else ","
+
+
+def _number(text: str, delimiter: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        # Semicolon files usually come with decimal commas ("2,5").
+        if delimiter == ";" and text.count(",") == 1 and "." not in text:
+            return float(text.replace(",", "."))
+        raise
+
+
+def _read_column(path: str, column: str, dropna: bool = False):
+    """The numeric values of one CSV column, and the line numbers of rows dropped as missing.
+
+    Blank cells and NA-like cells (NA, N/A, NaN, null, None, -) are an error naming
+    the line, unless ``dropna``: then those rows are dropped and reported.
+    """
     try:
         with open(path, newline="") as fh:
-            reader = csv.DictReader(fh)
-            if reader.fieldnames is None:
-                raise CLIError(f"{path}: the file is empty")
-            names = [n.strip() for n in reader.fieldnames]
-            if column not in names:
-                raise CLIError(f"{path}: no column {column!r}; columns are {names}")
-            raw = [(i + 2, row[reader.fieldnames[names.index(column)]]) for i, row in enumerate(reader)]
+            text = fh.read()
     except OSError as e:
         raise CLIError(f"cannot read {path}: {e.strerror or e}") from None
-    values = []
-    for line, text in raw:
-        text = (text or "").strip()
-        if text == "":
+    if not text.strip():
+        raise CLIError(f"{path}: the file is empty")
+    delimiter = _delimiter(text)
+    reader = csv.DictReader(io.StringIO(text), delimiter=delimiter)
+    names = [n.strip() for n in reader.fieldnames]
+    if column not in names:
+        raise CLIError(f"{path}: no column {column!r}; columns are {names} (delimiter {delimiter!r})")
+    key = reader.fieldnames[names.index(column)]
+    values, dropped = [], []
+    for row in reader:
+        line = reader.line_num
+        cell = (row.get(key) or "").strip()
+        if cell == "" or cell.lower() in MISSING:
+            if not dropna:
+                what = "blank cell" if cell == "" else f"missing value {cell!r}"
+                raise CLIError(f"{path}: line {line}, column {column!r}: {what}; pass --dropna to drop "
+                               "rows with missing values")
+            dropped.append(line)
             continue
         try:
-            values.append(float(text))
+            values.append(_number(cell, delimiter))
         except ValueError:
-            raise CLIError(f"{path}: line {line}, column {column!r}: {text!r} is not a number") from None
+            raise CLIError(f"{path}: line {line}, column {column!r}: {cell!r} is not a number") from None
     if not values:
         raise CLIError(f"{path}: column {column!r} has no values")
-    return np.asarray(values)
+    return np.asarray(values), dropped
+
+
+def _profile_table(res, level: float) -> str:
+    """Profile-likelihood intervals of the free parameters as a text table."""
+    flat, edge = profile_intervals(res, level)
+    lines = [f"profile-likelihood {level:.3g} intervals (the table's are Wald):",
+             f"{'':>14}{'lower':>11}{'upper':>11}"]
+    for i, name in enumerate(res.param_names):
+        note = "   (a bound is the constraint edge)" if edge[i].any() else ""
+        lines.append(f"{name[:14]:>14}{flat[i, 0]:>11.5g}{flat[i, 1]:>11.5g}{note}")
+    return "\n".join(lines)
 
 
 def _cmd_fit(args) -> int:
     import json
-
-    import numpy as np
 
     from .distributions import fit_distribution, get
 
@@ -104,20 +164,31 @@ def _cmd_fit(args) -> int:
             raise CLIError(f"--fixed expects NAME=VALUE, got {item!r}") from None
     if not 0 < args.level < 1:
         raise CLIError(f"--level must be in (0, 1), got {args.level}")
-    x = _read_column(args.csv, args.column)
+    x, dropped = _read_column(args.csv, args.column, args.dropna)
+    if dropped:
+        shown = ", ".join(map(str, dropped[:5])) + (", ..." if len(dropped) > 5 else "")
+        print(f"jaxmle fit: dropped {len(dropped)} row{'s' if len(dropped) > 1 else ''} with a missing "
+              f"value in column {args.column!r} (line{'s' if len(dropped) > 1 else ''} {shown})",
+              file=sys.stderr)
     res = fit_distribution(args.dist, x, fixed=fixed or None, warn=False)
     if args.json:
-        ci = res.conf_int(args.level)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")   # edges are reported as such in the JSON
+            ci = res.conf_int(args.level, method=args.ci)
         out = {
-            "distribution": args.dist, "n_obs": int(res.n_obs), "loglik": float(res.loglik),
-            "aic": float(res.aic), "bic": float(res.bic), "status": int(res.status),
+            "distribution": args.dist, "n_obs": int(res.n_obs), "dropped_rows": len(dropped),
+            "loglik": float(res.loglik), "aic": float(res.aic), "bic": float(res.bic),
+            "status": int(res.status),
             "params": {k: np.asarray(v).tolist() for k, v in res.params.items()},
             "stderr": {k: np.asarray(v).tolist() for k, v in res.stderr.items()},
             "conf_int": {k: np.asarray(v).tolist() for k, v in ci.items()},
+            "ci_method": args.ci,
         }
         print(json.dumps(out, indent=2))
     else:
         print(res.summary(level=args.level))
+        if args.ci == "profile":
+            print(_profile_table(res, args.level))
     return 0
 
 
