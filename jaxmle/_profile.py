@@ -145,7 +145,7 @@ def _propose(obj, q, c):
     frac = (t_sec - t_lo) / jnp.where(width > 0, width, 1.0)
     sec_ok = jnp.isfinite(c["h_hi"]) & (dh > 0) & (frac > 0.02) & (frac < 0.98)
     absurd = ~jnp.isfinite(c["h_hi"]) & (t_lo == 0)
-    cut = jnp.where(absurd, 0.125 ** (2.0 ** jnp.minimum(c["cuts"], 6)), 0.5)
+    cut = jnp.where(absurd, 0.125 ** (2.0 ** jnp.minimum(c["cuts"], 6).astype(width.dtype)), 0.5)
     refine = jnp.where(newton_ok, t_newton, jnp.where(log_ok, t_log, jnp.where(sec_ok, t_sec, t_lo + cut * width)))
     t = jnp.where(bracketed, refine, grow)
     # Predict the other coordinates: between the bracket's ends, else along the path.
