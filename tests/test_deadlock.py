@@ -14,6 +14,8 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 SCRIPT = textwrap.dedent("""
     import sys, threading, jax, numpy as np, jax.numpy as jnp
     jax.config.update("jax_enable_x64", True)
@@ -86,5 +88,6 @@ def test_two_host_devices_stars_logistic_k20_and_two_threads():
     _run(["stars", "logistic", "threads"], 2)
 
 
+@pytest.mark.slow   # the two-device test covers the mechanism; this one adds ~25 s
 def test_stars_on_four_host_devices():
     _run(["stars"], 4)

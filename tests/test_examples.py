@@ -26,7 +26,10 @@ def test_every_example_is_covered():
     assert sorted(p.name for p in EXAMPLES.glob("*.py")) == sorted(EXPECT)
 
 
-@pytest.mark.parametrize("name", sorted(EXPECT))
+SLOW = {"hmm_detector.py"}   # ~30 s (400 channels); tests/test_hmm.py covers the HMM itself
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in SLOW else n for n in sorted(EXPECT)])
 def test_example_runs(name):
     out = subprocess.run([sys.executable, str(EXAMPLES / name)], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
