@@ -118,6 +118,35 @@ PROBLEMS: dict[str, Callable[[], Problem]] = {
     f.__name__: f for f in [normal, poisson_glm, logistic_illcond, mixture, cox, banana, logistic_1000]
 }
 
+# The default suite of ``jaxmle bench``: quick to compile, and between them the lessons
+# of the full table (a well-conditioned fit, near-collinear features, a curved valley).
+QUICK = ("normal", "logistic_illcond", "banana")
+
+# Seconds per (problem, method) for ``jaxmle bench`` with 3 repeats, compilation
+# included (most of it), on a shared 2-core x86-64 CPU; printed as an estimate before
+# a run. Rough: a busy or faster machine differs by a factor of 2 either way.
+SECONDS: dict[str, dict[str, float]] = {
+    "normal": {"newton": 6, "bfgs": 4, "lbfgs": 6, "adam": 4, "gd": 3},
+    "poisson_glm": {"newton": 6, "bfgs": 4, "lbfgs": 6, "adam": 4, "gd": 4},
+    "logistic_illcond": {"newton": 5, "bfgs": 3, "lbfgs": 4, "adam": 3, "gd": 5},
+    "mixture": {"newton": 9, "bfgs": 6, "lbfgs": 9, "adam": 6, "gd": 6},
+    "cox": {"newton": 19, "bfgs": 18, "lbfgs": 24, "adam": 16, "gd": 16},
+    "banana": {"newton": 4, "bfgs": 3, "lbfgs": 5, "adam": 3, "gd": 3},
+    "logistic_1000": {"newton": 60, "bfgs": 50, "lbfgs": 40, "adam": 50, "gd": 300},
+}
+# Building a problem (data and its reference optimum), seconds.
+SETUP_SECONDS = {"logistic_1000": 40}
+
+
+def estimate_seconds(names, methods) -> float:
+    """Rough wall time of ``jaxmle bench`` over ``names`` x ``methods`` (see ``SECONDS``)."""
+    total = 0.0
+    for n in names:
+        per = SECONDS.get(n, {})
+        typical = float(np.median(list(per.values()))) if per else 10.0
+        total += SETUP_SECONDS.get(n, 1.0) + sum(per.get(m, typical) for m in methods)
+    return total
+
 
 def get(name: str) -> Problem:
     """Build a benchmark problem by name."""

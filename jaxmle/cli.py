@@ -39,7 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--float32", action="store_true", help="compute in float32 (the fast path on GPUs; measured slower than float64 on a 2-core CPU)")
 
     b = sub.add_parser("bench", help="compare optimizers on the benchmark problems")
-    b.add_argument("--problem", default="all", help="problem name or 'all' (default)")
+    b.add_argument("--problem", default="quick",
+                   help="a problem name, 'quick' (default: normal, logistic_illcond, banana; about a "
+                        "minute) or 'all' (every problem, about 15 minutes on a 2-core CPU)")
     b.add_argument("--methods", nargs="+", default=None, help=f"methods (default: {' '.join(general_methods())})")
     b.add_argument("--batch", type=_positive_int, default=None,
                    help="fit N copies of each dataset as one batch and report fits/s")
@@ -192,6 +194,10 @@ def _cmd_fit(args) -> int:
     return 0
 
 
+def _duration(seconds: float) -> str:
+    return f"~{seconds:.0f} s" if seconds < 90 else f"~{seconds / 60:.0f} minutes"
+
+
 def _cmd_bench(args) -> int:
     import json
 
@@ -200,16 +206,21 @@ def _cmd_bench(args) -> int:
 
     from . import bench
 
-    names = list(bench.problems.PROBLEMS) if args.problem == "all" else [args.problem]
+    suites = {"all": list(bench.problems.PROBLEMS), "quick": list(bench.problems.QUICK)}
+    names = suites.get(args.problem, [args.problem])
     for n in names:
         if n not in bench.problems.PROBLEMS:
-            raise CLIError(f"unknown problem {n!r}; known: {', '.join(bench.problems.PROBLEMS)}, all")
+            raise CLIError(f"unknown problem {n!r}; known: {', '.join(bench.problems.PROBLEMS)}, quick, all")
     known = general_methods()
     methods = args.methods or known
     for m in methods:
         if m not in known:
             raise CLIError(f"unknown method {m!r}; known: {', '.join(known)}")
     print(f"device: {jax.devices()[0]}, float64")
+    secs = bench.problems.estimate_seconds(names, methods)
+    hint = "" if secs < 90 or args.problem != "all" else "; --problem quick takes about a minute"
+    print(f"{len(names)} problem{'s' if len(names) > 1 else ''} x {len(methods)} method"
+          f"{'s' if len(methods) > 1 else ''}: estimated {_duration(secs)} on a 2-core CPU{hint}", flush=True)
     tables, all_traces = [], {}
     for n in names:
         prob = bench.problems.get(n)

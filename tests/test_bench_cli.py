@@ -155,3 +155,26 @@ def test_cli_semicolon_file_and_profile_intervals(tmp_path, capsys):
     tab.write_text("unit\thours\n1\t100.5\n2\t250\n")
     rc, out, _ = _main(capsys, "fit", "weibull", str(tab), "--column", "hours", "--json")
     assert rc == 0 and json.loads(out)["params"]["shape"] == pytest.approx(wald["params"]["shape"], rel=1e-9)
+
+
+def test_cli_bench_default_is_the_quick_suite_and_long_runs_are_announced(monkeypatch, capsys):
+    # `jaxmle bench` used to run every problem (14 minutes) without a word. The
+    # problems and fits are stubbed here: this checks which problems run and the estimate.
+    from jaxmle import _bench_problems, bench
+    built = []
+
+    def fake_get(name):
+        built.append(name)
+        return _bench_problems.Problem(name, "stub", None, np.zeros(1), None, 0.0, "stub")
+
+    monkeypatch.setattr(_bench_problems, "get", fake_get)
+    monkeypatch.setattr(bench, "compare", lambda *a, **k: bench.BenchTable([{"method": "newton"}]))
+    rc, out, _ = _main(capsys, "bench")
+    assert rc == 0 and built == list(_bench_problems.QUICK) == ["normal", "logistic_illcond", "banana"]
+    quick = _bench_problems.estimate_seconds(_bench_problems.QUICK, jm.optimizers.general_methods())
+    assert quick <= 75 and "estimated ~" in out and "--problem quick" not in out
+    built.clear()
+    rc, out, _ = _main(capsys, "bench", "--problem", "all")
+    assert rc == 0 and built == list(_bench_problems.PROBLEMS)
+    assert "7 problems x 5 methods: estimated ~" in out and "minutes" in out and "--problem quick" in out
+    assert out.index("estimated") < out.index("stub")      # announced before the first problem runs
