@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import _io, _postfit, _stats, _summary
+from . import _io, _postfit, _profile_curve, _stats, _summary
 from ._io import DetachedError, DetachedModel, detached_message
 from ._profile import profile_intervals
 from ._status import Status, message
@@ -282,14 +282,37 @@ class _ResultBase:
         """Sandwich standard errors shaped like ``params``."""
         return self.model.spec.flat_to_tree(_stats.flat_stderr(self.cov_robust))
 
-    def derived(self, fn):
-        """(estimate, stderr) of ``fn(params)`` by the delta method.
+    def derived(self, fn, level: float | None = None, method: str = "delta"):
+        """(estimate, stderr) of ``fn(params)`` by the delta method; with ``level``, also
+        its confidence interval: (estimate, stderr, (lower, upper)).
+
+        Args:
+            fn: function of the natural-scale params dict.
+            level: coverage of an interval (e.g. 0.95); None returns no interval.
+            method: the interval's: "delta" or "profile" (likelihood ratio; scalar ``fn``).
 
         Example:
             >>> est, se = res.derived(lambda p: p["sigma"] / p["mu"])
+            >>> est, se, (lo, hi) = res.derived(lambda p: p["sigma"] / p["mu"], level=0.95, method="profile")
         """
         warn_float32(self.dtype)
-        return _postfit.derived(self, fn)
+        if level is None:
+            return _postfit.derived(self, fn)
+        return _postfit.derived_interval(self, fn, level=level, method=method)
+
+    def profile(self, name: str, n_points: int = 30, bound=None, level: float = 0.95, progress=None) -> dict:
+        """The profile log-likelihood of one parameter on a grid ({"grid", "loglik", ...}),
+        nuisance parameters re-optimised in one batched call (``_profile_curve.profile_curve``).
+
+        Example:
+            >>> curve = res.profile("k", n_points=30)
+        """
+        return _profile_curve.profile_curve(self, name, n_points=n_points, bound=bound, level=level,
+                                            progress=progress)
+
+    def plot_profile(self, name: str, ax=None, level: float = 0.95, n_points: int = 30, bound=None):
+        """Plot the profile of one parameter with the MLE and the CI cut marked (matplotlib)."""
+        return _profile_curve.plot_profile(self, name, ax=ax, level=level, n_points=n_points, bound=bound)
 
     @property
     def aic(self):

@@ -256,3 +256,20 @@ def test_spec_order_and_a_negative_unconstrained_scale():
     assert list(res.to_dict()["params"]) == ["Vmax", "Km", "sigma", "a"]
     # Km's variance is sigma^2 / n, a's is 1.
     np.testing.assert_allclose(np.diag(res.cov)[[0, 2]], [float(res.params["sigma"]) ** 2 / 5, 1.0], rtol=1e-6)
+
+
+def test_result_methods_profile_and_derived_interval():
+    # The FitResult methods DESIGN names: res.profile(name, n_points) and
+    # res.derived(fn, level=...) -> (estimate, stderr, (lower, upper)).
+    m = jm.Model(lambda p, x: jax.scipy.stats.norm.logpdf(x, p["mu"], p["sigma"]),
+                 {"mu": 0.0, "sigma": jm.Positive(1.0)})
+    res = jm.fit(m, jnp.array([240.0, 255.0, 261.0, 248.0, 271.0]))
+    curve = res.profile("mu", n_points=5)
+    grid, ll = np.asarray(curve["grid"]), np.asarray(curve["loglik"])
+    assert grid.shape == ll.shape == (5,)
+    # The profile of mu for a normal sample: sigma re-optimised at each mu, closed form.
+    x = np.array([240.0, 255.0, 261.0, 248.0, 271.0])
+    s2 = ((x[None, :] - grid[:, None]) ** 2).mean(axis=1)
+    np.testing.assert_allclose(ll, -0.5 * len(x) * (np.log(2 * np.pi * s2) + 1), rtol=1e-9)
+    est, se, (lo, hi) = res.derived(lambda p: p["mu"], level=0.95)
+    np.testing.assert_allclose([lo, hi], [est - 1.959963984540054 * se, est + 1.959963984540054 * se], rtol=1e-12)
