@@ -288,7 +288,8 @@ class _ResultBase:
 
         Args:
             fn: function of the natural-scale params dict.
-            level: coverage of an interval (e.g. 0.95); None returns no interval.
+            level: coverage of an interval (e.g. 0.95); None returns no interval unless
+                ``method="profile"`` (then 0.95).
             method: the interval's: "delta" or "profile" (likelihood ratio; scalar ``fn``).
 
         Example:
@@ -296,9 +297,9 @@ class _ResultBase:
             >>> est, se, (lo, hi) = res.derived(lambda p: p["sigma"] / p["mu"], level=0.95, method="profile")
         """
         warn_float32(self.dtype)
-        if level is None:
+        if level is None and method == "delta":
             return _postfit.derived(self, fn)
-        return _postfit.derived_interval(self, fn, level=level, method=method)
+        return _postfit.derived_interval(self, fn, level=0.95 if level is None else level, method=method)
 
     def profile(self, name: str, n_points: int = 30, bound=None, level: float = 0.95, progress=None) -> dict:
         """The profile log-likelihood of one parameter on a grid ({"grid", "loglik", ...}),
