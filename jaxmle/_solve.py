@@ -363,7 +363,11 @@ def _runaways(obj: Objective, state, z0, Hinv):
         safe = jnp.where(jnp.isfinite(Hinv), Hinv, 0.0)
         v = jax.lax.fori_loop(0, 30, lambda _, v: _unit(safe @ v), _unit(jnp.abs(travel) + eps))
         v = jnp.where(jnp.vdot(v, travel) < 0, -v, v)
-        flags = no_rise(v * jnp.linalg.norm(travel)) & (jnp.abs(v) >= 0.01 * jnp.max(jnp.abs(v)))
+        # Only a likelihood that still rises strictly counts here: a direction merely flat
+        # to rounding over this (borrowed) distance is a weakly identified combination.
+        step = v * jnp.linalg.norm(travel)
+        falls = jnp.all(jnp.stack([obj.mean(z + t * step) < f - slack for t in probes]))
+        flags = falls & (jnp.abs(v) >= 0.01 * jnp.max(jnp.abs(v)))
         return jnp.zeros((), bool), flags & (travel != 0)
 
     flat_ok = jnp.all(jnp.isfinite(Hinv)) & jnp.any(suspect)
