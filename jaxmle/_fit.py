@@ -21,6 +21,7 @@ from ._data import as_arrays, batch_size, check_mask, float_dtype, group_pad, n_
 from ._model import Model
 from ._result import BatchFitResult, FitResult
 from ._solve import Stages, ready_data, tolerances
+from ._stream import fit_streamed
 from ._status import ConvergenceWarning, Status, message
 
 _NAN_POLICIES = ("raise", "status")
@@ -155,6 +156,11 @@ def fit(
     n_starts: int = 1,
     key=None,
     trace: int = 0,
+    chunk_size: int | None = None,
+    batch_size: int | None = None,
+    epochs: int | None = None,
+    max_steps: int | None = None,
+    progress: bool | None = None,
 ) -> FitResult:
     """Maximise the model's log-likelihood on one dataset.
 
@@ -177,6 +183,16 @@ def fit(
         key: ``jax.random.key`` for the random starts (default key 0).
         trace: record the log-likelihood and gradient norm of the first ``trace``
             iterates in ``res.trace`` (see ``jm.bench``); 0 turns it off.
+        chunk_size: stream the observations through the device this many rows at a
+            time (numpy arrays, ``np.memmap``, or a callable yielding chunks): every
+            objective, gradient and Hessian is a sum over chunks, so the MLE and its
+            standard errors equal the in-memory fit's while peak memory is set by
+            the chunk size. See README, "Data bigger than memory".
+        batch_size, epochs, max_steps: a stochastic fit (``method="adam"`` or
+            ``"sgd"``) on mini-batches of ``batch_size`` rows, shuffled per epoch
+            with ``key``; the status and standard errors are computed on the full
+            data at the end.
+        progress: show a progress bar over passes of a streamed fit.
 
     Returns:
         A ``FitResult``.
@@ -185,6 +201,13 @@ def fit(
         >>> res = jm.fit(model, jnp.array([240., 255., 261., 248., 271.]))
         >>> res.params["mu"]   # 255.0
     """
+    if chunk_size is not None or batch_size is not None:
+        return fit_streamed(model, data, method=method, init=init, max_iter=max_iter, tol=tol,
+                            ftol=ftol, mask=mask, warn=warn, key=key, chunk_size=chunk_size,
+                            batch_size=batch_size, epochs=epochs, max_steps=max_steps, progress=progress)
+    if epochs is not None or max_steps is not None:
+        raise ValueError("epochs= and max_steps= belong to a stochastic fit: pass batch_size= too "
+                         "(e.g. method='adam', batch_size=4096, epochs=5)")
     s = _setup(model, data, method, init, max_iter, tol, ftol, mask, "raise", batched=False)
     if int(n_starts) > 1:
         res = _multistart(model, s, int(n_starts), key)
