@@ -69,6 +69,7 @@ class RowSource:
         self._cached = None
         self._fn: Callable | None = data if callable(data) else None
         self.checked = False
+        self._dtypes = None
         self.chunk_valid: list[int] = []
         if self._fn is None:
             leaves, self.treedef = jax.tree_util.tree_flatten(to_plain(data))
@@ -125,7 +126,8 @@ class RowSource:
             idx = range(self.n_chunks) if order is None else order
             for c in idx:
                 a, b = c * C, min((c + 1) * C, self.n)
-                piece = [np.array(x[a:b]) if not isinstance(x, jax.Array) else x[a:b] for x in self.leaves]
+                # A copy owned by this process (the device may alias it), then the mapped pages can go.
+                piece = [x[a:b] if isinstance(x, jax.Array) else np.array(x[a:b]) for x in self.leaves]
                 for x in self.leaves:
                     _release(x, a, b)
                 yield piece, a
@@ -182,8 +184,15 @@ class RowSource:
             piece = [jnp.concatenate([x, jnp.repeat(x[:1], C - m, axis=0)]) if isinstance(x, jax.Array)
                      else np.concatenate([x, np.repeat(x[:1], C - m, axis=0)]) for x in piece]
             valid = np.concatenate([valid, np.zeros(C - m, bool)])
-        data = as_arrays(jax.tree_util.tree_unflatten(self.treedef, piece))
-        mask = jnp.asarray(valid)
+        if self.checked:
+            # Validated and converted once (as_arrays) on the first pass: now one copy per leaf.
+            leaves = [x.astype(dt) if isinstance(x, jax.Array) else jax.device_put(np.asarray(x, dt))
+                      for x, dt in zip(piece, self._dtypes)]
+            data = jax.tree_util.tree_unflatten(self.treedef, leaves)
+        else:
+            data = as_arrays(jax.tree_util.tree_unflatten(self.treedef, piece))
+            self._dtypes = [x.dtype for x in jax.tree_util.tree_leaves(data)]
+        mask = jax.device_put(valid)
         if not self.checked:
             bad = nonfinite_report(data, mask)
             if bad:
@@ -289,10 +298,6 @@ def _program(model: Model, kind: str):
                 lambda zz, dd: neg(zz, *dd), z, (fx, d, m))))
         if kind == "values":
             return jax.jit(lambda acc, zs, fx, d, m: acc + jax.vmap(neg, (0, None, None, None))(zs, fx, d, m))
-        if kind == "prior":
-            def prior(z, fx):
-                return -jnp.asarray(model.log_prior(model.spec.to_params(z, fx)), z.dtype)
-            return jax.jit(lambda z, fx: value_grad_hessian(lambda zz, f: prior(zz, f), z, fx))
         raise ValueError(kind)
 
     return model.compiled(("stream", kind), build)
@@ -319,46 +324,57 @@ class Streamed:
 
     def _pass(self, kind, acc, z):
         prog = _program(self.model, kind)
+        previous = None
         for ch in self.source.chunks():
             acc = prog(acc, z, self.fixed, ch.data, ch.mask)
+            # Dispatch is asynchronous: without this the host would queue every chunk of the
+            # pass at once. Waiting for the one before keeps two chunks in flight (reading
+            # the next overlaps computing this one) and memory bounded by the chunk size.
+            if previous is not None:
+                jax.block_until_ready(previous)
+            previous = acc
         self.passes += 1
         if self.bar is not None:
             self.bar.update(1)
         return acc
 
-    def _prior(self, z):
-        if self.model.log_prior is None:
-            return None
-        return _program(self.model, "prior")(z, self.fixed)
+    def _finish(self, kind, acc, z):
+        """The pass's sums plus the prior's terms, divided by the number of observations."""
+
+        def build():
+            model = self.model
+
+            def fin(acc, z, fixed, scale):
+                if model.log_prior is not None:
+                    def prior(zz):
+                        return -jnp.asarray(model.log_prior(model.spec.to_params(zz, fixed)), zz.dtype)
+
+                    if kind == "values":
+                        acc = acc + jax.vmap(prior)(z)
+                    else:
+                        terms = value_grad_hessian(lambda zz, _: prior(zz), z, None)
+                        acc = jax.tree_util.tree_map(jnp.add, acc, terms[:len(acc)] if kind != "value" else terms[0])
+                return jax.tree_util.tree_map(lambda a: a / scale, acc)
+
+            return jax.jit(fin)
+
+        fin = self.model.compiled(("stream-finish", kind), build)
+        return fin(acc, z, self.fixed, jnp.asarray(self.scale, z.dtype))
 
     def value(self, z) -> jax.Array:
-        f = self._pass("value", jnp.zeros((), z.dtype), z)
-        pr = self._prior(z)
-        return (f if pr is None else f + pr[0]) / self.scale
+        return self._finish("value", self._pass("value", jnp.zeros((), z.dtype), z), z)
 
     def value_grad(self, z):
-        f, g = self._pass("vg", (jnp.zeros((), z.dtype), jnp.zeros_like(z)), z)
-        pr = self._prior(z)
-        if pr is not None:
-            f, g = f + pr[0], g + pr[1]
-        return f / self.scale, g / self.scale
+        return self._finish("vg", self._pass("vg", (jnp.zeros((), z.dtype), jnp.zeros_like(z)), z), z)
 
     def value_grad_hessian(self, z):
         k = z.shape[0]
         acc = (jnp.zeros((), z.dtype), jnp.zeros_like(z), jnp.zeros((k, k), z.dtype))
-        f, g, H = self._pass("vgh", acc, z)
-        pr = self._prior(z)
-        if pr is not None:
-            f, g, H = f + pr[0], g + pr[1], H + pr[2]
-        s = self.scale
-        return f / s, g / s, H / s
+        return self._finish("vgh", self._pass("vgh", acc, z), z)
 
     def values(self, zs) -> jax.Array:
         """The objective at each row of ``zs`` (P, k), in one pass."""
-        f = self._pass("values", jnp.zeros(zs.shape[:1], zs.dtype), zs)
-        if self.model.log_prior is not None:
-            f = f + jnp.stack([self._prior(z)[0] for z in zs])
-        return f / self.scale
+        return self._finish("values", self._pass("values", jnp.zeros(zs.shape[:1], zs.dtype), zs), zs)
 
     def close(self):
         if self.bar is not None:

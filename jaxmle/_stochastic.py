@@ -139,7 +139,11 @@ def run_stochastic(model: Model, source: RowSource, fixed, z0, opt, batch_size: 
         if not source.from_callable:
             seed = int(jax.random.randint(ke, (), 0, np.iinfo(np.int32).max))
             order = np.random.default_rng(seed).permutation(source.n_chunks)
+        previous = None
         for i, ch in enumerate(source.chunks(order)):
             carry = prog(carry, jax.random.fold_in(ke, i), fixed, ch.data, ch.mask, *args)
+            if previous is not None:      # at most two chunks in flight (see _chunks.Streamed)
+                jax.block_until_ready(previous)
+            previous = carry
     z, _, k, total_z, n_avg = carry
     return total_z / jnp.maximum(n_avg, 1).astype(dtype), int(k)
