@@ -176,7 +176,8 @@ def _lane_step(obj, q, gtol, ftol, z_hat, loglik_hat, jz, side, c):
     # Close to the root (|h| is in Wald SEs, about), a Newton correction below 1e-4
     # SEs is taken without another solve: its own error is of order its square.
     dt = -h / hp
-    close = finite & (hp > 0) & (jnp.abs(h) <= 1e-5 * rq) & (jnp.abs(dt) <= 1e-4)
+    eps = float(jnp.finfo(z_hat.dtype).eps)
+    close = finite & (hp > 0) & (jnp.abs(h) <= max(1e-5, 1e3 * eps) * rq) & (jnp.abs(dt) <= max(1e-4, 1e4 * eps))
     new = dict(c, t=jnp.where(close, t + dt, t), h=jnp.where(close, 0.0, h), hp=jnp.where(finite, hp, jnp.nan),
                dev=dev, step=jnp.abs(t - c["t"]), cuts=cuts, n=c["n"] + 1)
     step = t - c["t_lo"]
@@ -187,12 +188,13 @@ def _lane_step(obj, q, gtol, ftol, z_hat, loglik_hat, jz, side, c):
     new["t_hi"] = jnp.where(upper, t, c["t_hi"])
     new["h_hi"] = jnp.where(upper, h, c["h_hi"])
     new["z_hi"] = jnp.where(upper & finite, z, jnp.where(upper, new["z_lo"], c["z_hi"]))
-    # Stop on the LR equation itself, or when the bracket is ~1e-10 wide in z; or when
+    # Stop on the LR equation itself, or when the bracket is ~1e-10 wide in z (looser in
+    # float32, whose log-likelihoods carry fewer digits than that); or when
     # the likelihood stops being finite within 1e-4 (relative, in z) of the last point
     # below the threshold: the profile does not cross it before breaking down.
     z_scale = jnp.maximum(1.0, jnp.abs(z_hat[jz]))
     z_width = (new["t_hi"] - new["t_lo"]) * s
-    done = close | (jnp.abs(dev - q) <= 1e-9 * q) | (z_width <= 1e-10 * z_scale)
+    done = close | (jnp.abs(dev - q) <= max(1e-9, 1e3 * eps) * q) | (z_width <= max(1e-10, 1e2 * eps) * z_scale)
     broken = ~jnp.isfinite(new["h_hi"]) & (new["t_lo"] > 0) & (z_width <= 1e-4 * z_scale)
     lost = ~jnp.isfinite(new["t_hi"]) & (new["t_lo"] >= 2.0 * rq * 4.0 ** _MAX_GROWTH)
     phase = jnp.where(done, _FOUND, jnp.where(broken, _BROKEN, jnp.where(lost, _NO_ROOT, _SEARCH)))
@@ -341,12 +343,15 @@ def profile_intervals(result, level: float = 0.95, progress: bool | None = None,
     m = len(elements)
     stages = _IntervalStages(model, n_static, gtol, ftol)
 
+    # Regrouping gathers rows across devices: on one device only (as fit_batch does).
+    compact = len(jax.local_devices()) == 1
+
     def build():
         if batched:
-            return BatchFitter(stages, mask is not None, compact=True, min_bucket=_MIN_BUCKET)
+            return BatchFitter(stages, mask is not None, compact=compact, min_bucket=_MIN_BUCKET)
         return jax.jit(stages.solve)
 
-    fn = model.compiled(("profile", batched, mask is not None, n_static), build)
+    fn = model.compiled(("profile", batched, mask is not None, n_static, compact), build)
     # Per-dataset arguments when batched (chunks slice every leading axis).
     lead = np.shape(result.loglik)
     lanes = (np.repeat(elements, 2), np.repeat(jz_all, 2), np.tile([-1.0, 1.0], m))
