@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import _io, _postfit, _profile_curve, _stats, _summary
+from . import _io, _postfit, _profile_curve, _solve, _stats, _summary
 from ._io import DetachedError, DetachedModel, detached_message
 from ._profile import profile_intervals
 from ._status import Status, message
@@ -196,7 +196,34 @@ class _ResultBase:
         )
 
     def _se_flat(self):
+        if self.cov is None:
+            return jnp.full(jnp.shape(self.loglik) + (len(self.param_names),), jnp.nan, self.dtype)
         return _stats.flat_stderr(self.cov)
+
+    @property
+    def hessian_skipped(self) -> bool:
+        """True when the fit had too many free parameters for a dense Hessian: ``cov`` is None,
+        standard errors are NaN and ``stderr_note`` says why (``jaxmle._solve.DENSE_HESSIAN_MAX_PARAMS``)."""
+        return self.cov is None
+
+    @property
+    def stderr_note(self) -> str | None:
+        """Why the standard errors are NaN and how to get some, for a fit without a Hessian; else None."""
+        if not self.hessian_skipped:
+            return None
+        return (
+            f"standard errors not computed: {self.k:,} free parameters exceed the dense-Hessian limit "
+            f"({_solve.DENSE_HESSIAN_MAX_PARAMS:,}, jaxmle._solve.DENSE_HESSIAN_MAX_PARAMS; a k x k Hessian "
+            "costs k^2 memory and k Hessian-vector products). The status rests on the fit's stopping rule "
+            "alone (for L-BFGS and Adam max|gradient| <= tol * max(1, |f|)); that the information matrix is "
+            "positive definite (a strict maximum) was not checked. For standard errors of a few "
+            "parameters, refit with the others held at their estimates (jm.Fixed; conditional standard "
+            "errors) or fit a smaller model."
+        )
+
+    def _needs_hessian(self, what: str) -> None:
+        if self.hessian_skipped:
+            raise ValueError(f"{what} needs the dense Hessian, which this fit skipped: {self.stderr_note}")
 
     @property
     def stderr_flat(self):
@@ -236,6 +263,7 @@ class _ResultBase:
             flat = np.asarray(_stats.wald_interval(self.estimate_flat, self.stderr_flat, level))
         elif method == "profile":
             self._needs_model("conf_int(method='profile')")
+            self._needs_hessian("conf_int(method='profile')")
             warn_float32(self.dtype, "profile intervals")
             flat, edge = profile_intervals(self, level)
             self._memo["profile_at_edge"] = self._flat_to_named(edge)
@@ -274,6 +302,7 @@ class _ResultBase:
     def cov_robust(self):
         """Sandwich (HC0) covariance of the free natural-scale parameters."""
         self._needs_model("the sandwich covariance (cov_robust, stderr_robust)")
+        self._needs_hessian("the sandwich covariance (cov_robust, stderr_robust)")
         warn_float32(self.dtype)
         return _postfit.robust_cov(self)
 
@@ -296,6 +325,7 @@ class _ResultBase:
             >>> est, se = res.derived(lambda p: p["sigma"] / p["mu"])
             >>> est, se, (lo, hi) = res.derived(lambda p: p["sigma"] / p["mu"], level=0.95, method="profile")
         """
+        self._needs_hessian("derived()")
         warn_float32(self.dtype)
         if level is None and method == "delta":
             return _postfit.derived(self, fn)
@@ -338,7 +368,9 @@ class FitResult(_ResultBase):
         status: ``jm.Status`` code; ``converged`` is ``status == CONVERGED``.
         n_iter, grad_norm: iterations used and max |d loglik / dz| at the end.
         n_obs: number of observations (masked ones excluded).
-        cov: covariance of the free natural-scale parameters, ordered as ``param_names``.
+        cov: covariance of the free natural-scale parameters, ordered as ``param_names``;
+            None when the fit had more free parameters than
+            ``jaxmle._solve.DENSE_HESSIAN_MAX_PARAMS`` (``hessian_skipped``; see ``stderr_note``).
         cond: condition number of the information matrix scaled to unit diagonal
             (unconstrained coordinates): independent of the parameters' units.
         boundary: bool per element of ``param_names``: at a constraint edge, or

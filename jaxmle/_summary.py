@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import textwrap
+
 import jax
 import numpy as np
 
@@ -31,7 +33,9 @@ def single(res, level: float = 0.95) -> str:
         f"AIC: {float(res.aic):.6g}    BIC: {float(res.bic):.6g}    "
         f"iterations: {int(res.n_iter)}",
         f"max |gradient|: {float(res.grad_norm):.3g}    "
-        f"information condition number (scaled): {float(res.cond):.3g}    dtype: {res.dtype}",
+        + ("no Hessian (too many parameters)" if res.hessian_skipped else
+           f"information condition number (scaled): {float(res.cond):.3g}")
+        + f"    dtype: {res.dtype}",
     ]
     lo_hi = f"[{(1 - level) / 2:.3g}", f"{(1 + level) / 2:.3g}]"
     header = f"{'':>14}{'estimate':>11}{'std err':>11}{'z':>11}{'P>|z|':>11}{lo_hi[0]:>11}{lo_hi[1]:>11}"
@@ -42,9 +46,13 @@ def single(res, level: float = 0.95) -> str:
     z = np.asarray(res.zvalues)
     p = np.asarray(res.pvalues)
     ci = np.asarray(_stats.wald_interval(est, se, level))
-    for i, name in enumerate(res.param_names):
+    names = list(res.param_names)
+    for i in _shown(len(names)):
+        if i is None:
+            lines.append(f"{'...':>14}   ({len(names) - MAX_ROWS} more; res.params holds them all)")
+            continue
         lines.append(
-            f"{name[:14]:>14}{_fmt(est[i])}{_fmt(se[i])}{_fmt(z[i])}{_fmt(p[i])}"
+            f"{names[i][:14]:>14}{_fmt(est[i])}{_fmt(se[i])}{_fmt(z[i])}{_fmt(p[i])}"
             f"{_fmt(ci[i, 0])}{_fmt(ci[i, 1])}"
         )
     spec = res.model.spec
@@ -54,7 +62,21 @@ def single(res, level: float = 0.95) -> str:
     lines.append(rule)
     if status != Status.CONVERGED:
         lines.append(f"WARNING: {message(status)}")
+    if res.hessian_skipped:
+        lines.append(textwrap.fill(f"NOTE: {res.stderr_note}", width=len(rule), subsequent_indent="      "))
     return "\n".join(lines)
+
+
+# A table with more free parameters than this shows the first and last few rows only.
+MAX_ROWS = 100
+
+
+def _shown(m: int) -> list:
+    """Row indices a table of m parameters shows, None marking the elided middle."""
+    if m <= MAX_ROWS:
+        return list(range(m))
+    head = MAX_ROWS - 10
+    return list(range(head)) + [None] + list(range(m - 10, m))
 
 def batch(res) -> str:
     """``BatchFitResult.summary``: status counts and the spread of each estimate."""
@@ -71,11 +93,17 @@ def batch(res) -> str:
     ]
     header = f"{'':>14}{'mean':>11}{'std':>11}{'min':>11}{'median':>11}{'max':>11}{'mean se':>11}"
     lines += [header, "-" * len(header)]
-    for i, name in enumerate(res.param_names):
+    names = list(res.param_names)
+    for i in _shown(len(names)):
+        if i is None:
+            lines.append(f"{'...':>14}   ({len(names) - MAX_ROWS} more)")
+            continue
         col = est[ok, i] if ok.any() else np.array([np.nan])
         s = se[ok, i] if ok.any() else np.array([np.nan])
         lines.append(
-            f"{name[:14]:>14}{_fmt(col.mean())}{_fmt(col.std())}{_fmt(col.min())}"
+            f"{names[i][:14]:>14}{_fmt(col.mean())}{_fmt(col.std())}{_fmt(col.min())}"
             f"{_fmt(np.median(col))}{_fmt(col.max())}{_fmt(np.mean(s))}"
         )
+    if res.hessian_skipped:
+        lines.append(textwrap.fill(f"NOTE: {res.stderr_note}", width=len(header), subsequent_indent="      "))
     return "\n".join(lines)

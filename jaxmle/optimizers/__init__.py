@@ -26,7 +26,10 @@ METHODS: dict[str, type[Optimizer]] = {
     "lm": LevenbergMarquardt,
 }
 
-# Above this many free parameters method="auto" switches from Newton to L-BFGS.
+# Above this many free parameters method="auto" switches from Newton to L-BFGS: a
+# Newton step costs k Hessian-vector products and an O(k^3) factorisation, an
+# L-BFGS step one or two gradients and O(k) memory (10 pairs of k-vectors), so
+# L-BFGS stays usable from hundreds to millions of parameters (neural networks).
 AUTO_NEWTON_MAX_PARAMS = 200
 
 
@@ -45,7 +48,28 @@ def general_methods() -> list[str]:
 
 
 def resolve(method, n_free: int, model=None) -> Optimizer:
-    """Turn a method name (or an optimizer instance) into an optimizer instance."""
+    """Turn a method name (or an optimizer instance) into an optimizer instance.
+
+    ``"auto"`` picks Levenberg-Marquardt for a nonlinear regression
+    (``jm.models.nonlinear_regression``), Newton up to ``AUTO_NEWTON_MAX_PARAMS``
+    (200) free parameters and L-BFGS above, however many: on a full-data,
+    deterministic objective L-BFGS reaches a tight optimum in far fewer gradient
+    evaluations than Adam. Adam is the better choice for mini-batch fits
+    (``jm.fit(..., batch_size=...)``, where the stochastic path chooses it), for
+    objectives whose line search keeps failing (non-smooth activations such as
+    ReLU, or noisy terms), and when an approximate optimum after a fixed budget
+    of steps is all that is wanted (``method="adam", max_iter=...``). Above
+    ``jaxmle._solve.DENSE_HESSIAN_MAX_PARAMS`` free parameters no fit forms a
+    Hessian: standard errors are NaN (see ``FitResult.stderr_note``).
+
+    Args:
+        method: a registry name, "auto", or an ``Optimizer`` instance (returned as is).
+        n_free: the model's number of free (unconstrained) parameters.
+        model: the ``jm.Model``, for methods and choices that depend on it.
+
+    Returns:
+        An optimizer instance.
+    """
     if isinstance(method, Optimizer):
         return method
     if not isinstance(method, str):
