@@ -1,0 +1,209 @@
+"""Logistic regression on data bigger than memory: chunked Newton (and chunked L-BFGS) vs
+mini-batch Adam vs statsmodels Logit vs scikit-learn LogisticRegression(penalty=None).
+
+n rows x k = 20 columns (a column of ones plus standard normals), float64. The data
+are written once to ``.npy`` files in a temporary folder; jaxmle reads X and y as
+``np.memmap`` chunk by chunk, so its peak memory is not the whole data, while
+statsmodels and scikit-learn load X into memory (they need it there). Each method
+runs in a fresh subprocess, which reports its wall time and its peak resident
+memory (``VmHWM`` of /proc/self/status: the high-water mark of the process's
+RSS, shared libraries, the JAX runtime and its compiler included; ``base_MB`` is
+the RSS after the imports, before any data). ``resource.getrusage``'s
+``ru_maxrss`` is not used: Linux carries it over from the parent process across
+fork and exec, and the parent has just written the data.
+
+Columns: ``fit_s`` the fit call (compilation included for jaxmle), ``warm_s`` a
+second fit of the same shape in the same process (jaxmle's compiled programs are
+cached; statsmodels and scikit-learn have nothing to cache), ``load_s`` reading X
+into memory (in-memory methods), ``ll_digits`` / ``est_digits`` the correct digits
+of the log-likelihood and of the estimates against the best log-likelihood found,
+``se_rel`` the largest relative difference of the standard errors from the chunked
+Newton fit's, ``mle_s`` the time to the MLE: ``fit_s + load_s`` when the
+estimates have at least 6 correct digits, else "-".
+
+    python benchmarks/big_data.py --n 1000000                  # all methods
+    python benchmarks/big_data.py --n 1000000 --memory         # chunked Newton at n and 10 n
+    python benchmarks/big_data.py --n 10000000 --methods newton adam statsmodels sklearn
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+K = 20
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+CHILD = r"""
+import json, os, sys, time
+import numpy as np
+
+method, folder, chunk, batch, epochs = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+
+def rss_mb():
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS"):
+                return int(line.split()[1]) / 1024
+
+def peak_mb():
+    # VmHWM, the peak RSS of this program. getrusage's ru_maxrss would do on most systems, but
+    # Linux carries it over from the parent across fork + exec (the parent wrote the data).
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM"):
+                return int(line.split()[1]) / 1024
+
+out = {"method": method}
+if method in ("newton", "lbfgs", "adam"):
+    import jax
+    jax.config.update("jax_enable_x64", True)
+    import jaxmle as jm
+    out["base_MB"] = rss_mb()
+    X = np.load(os.path.join(folder, "X.npy"), mmap_mode="r")
+    y = np.load(os.path.join(folder, "y.npy"), mmap_mode="r")
+    model = jm.models.logistic(X.shape[1])
+    if method in ("newton", "lbfgs"):
+        fit = lambda: jm.fit(model, {"X": X, "y": y}, method=method, chunk_size=chunk, progress=False)
+    else:
+        fit = lambda: jm.fit(model, {"X": X, "y": y}, method="adam", batch_size=batch, epochs=epochs,
+                             chunk_size=chunk, key=jax.random.key(0), progress=False, warn=False)
+    t0 = time.perf_counter(); res = fit(); out["fit_s"] = time.perf_counter() - t0
+    out["peak_MB"] = peak_mb()
+    t0 = time.perf_counter(); res = fit(); out["warm_s"] = time.perf_counter() - t0
+    out.update(loglik=float(res.loglik), beta=np.asarray(res.params["beta"]).tolist(),
+               se=np.asarray(res.stderr["beta"]).tolist(), status=jm.Status(int(res.status)).name,
+               n_iter=int(res.n_iter), passes=int(np.asarray(res.evals)[0]))
+elif method == "statsmodels":
+    import statsmodels.api as sm
+    out["base_MB"] = rss_mb()
+    t0 = time.perf_counter()
+    X = np.load(os.path.join(folder, "X.npy")); y = np.load(os.path.join(folder, "y.npy"))
+    out["load_s"] = time.perf_counter() - t0
+    t0 = time.perf_counter(); res = sm.Logit(y, X).fit(method="newton", disp=0); out["fit_s"] = time.perf_counter() - t0
+    out["peak_MB"] = peak_mb()
+    out.update(loglik=float(res.llf), beta=res.params.tolist(), se=res.bse.tolist(),
+               status="CONVERGED" if res.mle_retvals["converged"] else "MAX_ITER",
+               n_iter=int(res.mle_retvals["iterations"]))
+elif method == "sklearn":
+    from sklearn.linear_model import LogisticRegression
+    out["base_MB"] = rss_mb()
+    t0 = time.perf_counter()
+    X = np.load(os.path.join(folder, "X.npy")); y = np.load(os.path.join(folder, "y.npy"))
+    out["load_s"] = time.perf_counter() - t0
+    # A tight tolerance: the default (1e-4) stops well short of 6 correct digits.
+    clf = LogisticRegression(penalty=None, fit_intercept=False, solver="lbfgs", tol=1e-10, max_iter=10_000)
+    t0 = time.perf_counter(); clf.fit(X, y); out["fit_s"] = time.perf_counter() - t0
+    out["peak_MB"] = peak_mb()
+    beta = clf.coef_.ravel()
+    eta = X @ beta
+    out.update(loglik=float(np.sum(y * eta - np.logaddexp(0.0, eta))), beta=beta.tolist(), se=None,
+               status="CONVERGED" if clf.n_iter_[0] < 10_000 else "MAX_ITER", n_iter=int(clf.n_iter_[0]))
+print(json.dumps(out))
+"""
+
+
+def write_data(folder: str, n: int, seed: int = 0, block: int = 1_000_000) -> float:
+    """X (n, K) and y (n,) as .npy files, written block by block; returns X's size in MB."""
+    rng = np.random.default_rng(seed)
+    beta = np.linspace(-1.0, 1.0, K) * 0.3
+    beta[0] = 0.5
+    X = np.lib.format.open_memmap(os.path.join(folder, "X.npy"), mode="w+", dtype=np.float64, shape=(n, K))
+    y = np.empty(n)
+    for a in range(0, n, block):
+        b = min(a + block, n)
+        x = rng.standard_normal((b - a, K))
+        x[:, 0] = 1.0
+        X[a:b] = x
+        y[a:b] = rng.uniform(size=b - a) < 1.0 / (1.0 + np.exp(-x @ beta))
+    X.flush()
+    del X
+    np.save(os.path.join(folder, "y.npy"), y)
+    return n * K * 8 / 2**20
+
+
+def run_child(method, folder, chunk, batch, epochs, timeout):
+    t0 = time.perf_counter()
+    out = subprocess.run([sys.executable, "-c", CHILD, method, folder, str(chunk), str(batch), str(epochs)],
+                         capture_output=True, text=True, timeout=timeout)
+    if out.returncode != 0:
+        return {"method": method, "error": out.stderr.strip().splitlines()[-1][:200]}
+    row = json.loads(out.stdout.strip().splitlines()[-1])
+    row["process_s"] = time.perf_counter() - t0
+    return row
+
+
+def compare(rows):
+    """Digits of log-likelihood and estimates against the best log-likelihood; SEs against Newton's."""
+    ok = [r for r in rows if "loglik" in r]
+    if not ok:
+        return
+    best = max(ok, key=lambda r: r["loglik"])
+    b_best = np.asarray(best["beta"])
+    ref_se = next((np.asarray(r["se"]) for r in ok if r["method"] == "newton"), None)
+    for r in ok:
+        dll = abs(r["loglik"] - best["loglik"]) / abs(best["loglik"])
+        r["ll_digits"] = float(min(16.0, -np.log10(max(dll, 1e-16))))
+        db = np.max(np.abs(np.asarray(r["beta"]) - b_best)) / np.max(np.abs(b_best))
+        r["est_digits"] = float(min(16.0, -np.log10(max(db, 1e-16))))
+        if ref_se is not None and r.get("se") is not None:
+            r["se_rel"] = float(np.max(np.abs(np.asarray(r["se"]) - ref_se) / ref_se))
+        r["mle_s"] = r["fit_s"] + r.get("load_s", 0.0) if r["est_digits"] >= 6 else None
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--n", type=int, default=1_000_000)
+    ap.add_argument("--chunk", type=int, default=32_768, help="rows per chunk (jaxmle)")
+    ap.add_argument("--batch", type=int, default=4096, help="mini-batch rows (Adam)")
+    ap.add_argument("--epochs", type=int, default=3, help="Adam epochs")
+    ap.add_argument("--methods", nargs="+", default=["newton", "lbfgs", "adam", "statsmodels", "sklearn"])
+    ap.add_argument("--memory", action="store_true", help="chunked Newton at n and 10 n: peak memory flat")
+    ap.add_argument("--timeout", type=int, default=3600)
+    ap.add_argument("--json", default=None)
+    args = ap.parse_args()
+    sys.path.insert(0, HERE)
+    from _common import print_table, write_json
+
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="jaxmle_big_") as folder:
+        sizes = [args.n, 10 * args.n] if args.memory else [args.n]
+        methods = ["newton"] if args.memory else args.methods
+        for n in sizes:
+            t0 = time.perf_counter()
+            x_mb = write_data(folder, n)
+            print(f"n={n:,}: wrote X ({x_mb:,.0f} MB) in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
+            group = []
+            for method in methods:
+                if method == "sklearn":
+                    try:
+                        import sklearn  # noqa: F401
+                    except ImportError:
+                        print("scikit-learn is not installed: skipped", file=sys.stderr)
+                        continue
+                row = run_child(method, folder, args.chunk, args.batch, args.epochs, args.timeout)
+                row.update(n=n, X_MB=x_mb)
+                print(f"  {method}: {json.dumps({k: v for k, v in row.items() if k not in ('beta', 'se')})}",
+                      file=sys.stderr)
+                group.append(row)
+            compare(group)
+            rows += group
+    cols = ["n", "method", "status", "n_iter", "fit_s", "warm_s", "load_s", "mle_s", "peak_MB", "base_MB",
+            "X_MB", "ll_digits", "est_digits", "se_rel"]
+    print(f"\nlogistic regression, k={K}, float64; jaxmle chunk_size={args.chunk:,}"
+          + ("" if args.memory else f", Adam batch_size={args.batch} x {args.epochs} epochs") + "\n")
+    print_table(rows, cols)
+    name = "big_data_memory" if args.memory else "big_data"
+    path = args.json or os.path.join(HERE, "results", f"{name}_n{args.n:.0e}.json".replace("+0", ""))
+    write_json(path, {"args": vars(args), "rows": rows})
+
+
+if __name__ == "__main__":
+    main()
