@@ -216,8 +216,9 @@ class _ResultBase:
             f"({_solve.DENSE_HESSIAN_MAX_PARAMS:,}, jaxmle._solve.DENSE_HESSIAN_MAX_PARAMS; a k x k Hessian "
             "costs k^2 memory and k Hessian-vector products). The status rests on the fit's stopping rule "
             "alone (for L-BFGS and Adam max|gradient| <= tol * max(1, |f|)); that the information matrix is "
-            "positive definite (a strict maximum) was not checked. For standard errors of a few "
-            "parameters, refit with the others held at their estimates (jm.Fixed; conditional standard "
+            "positive definite (a strict maximum) was not checked. For one parameter, draw its profile "
+            "likelihood over a range you choose, res.profile(name, bound=(low, high)); for standard errors "
+            "of a few, refit with the others held at their estimates (jm.Fixed; conditional standard "
             "errors) or fit a smaller model."
         )
 
@@ -338,6 +339,8 @@ class _ResultBase:
         Example:
             >>> curve = res.profile("k", n_points=30)
         """
+        if self.hessian_skipped and (bound is None or np.ndim(bound) == 0):
+            self._needs_hessian(f"profile({name!r}) without a range (bound=(low, high))")
         return _profile_curve.profile_curve(self, name, n_points=n_points, bound=bound, level=level,
                                             progress=progress)
 

@@ -145,6 +145,8 @@ def test_fit_above_the_dense_hessian_limit_skips_standard_errors_with_a_message(
         res.derived(lambda p: p["sigma"] ** 2)
     with pytest.raises(ValueError, match="dense Hessian"):
         res.conf_int(method="profile")
+    with pytest.raises(ValueError, match="bound=.low, high."):
+        res.profile("sigma")
 
 
 def test_without_a_hessian_the_status_rests_on_the_gradient_rule(monkeypatch):
@@ -159,7 +161,11 @@ def test_without_a_hessian_the_status_rests_on_the_gradient_rule(monkeypatch):
     res = jm.fit(jm.Model(ll, {"beta": jnp.zeros(3), "sigma": jm.Positive(1.0)}),
                  {"X": jnp.asarray(X), "y": jnp.asarray(y)}, method="lbfgs")
     assert res.hessian_skipped and int(res.status) == jm.Status.CONVERGED
-    np.testing.assert_allclose(res.params["beta"], np.linalg.lstsq(X, y, rcond=None)[0], rtol=1e-6)
+    ols = np.linalg.lstsq(X, y, rcond=None)[0]
+    np.testing.assert_allclose(res.params["beta"], ols, rtol=1e-6)
+    # The profile over a given range needs no Hessian: it peaks at the estimate.
+    curve = res.profile("beta[1]", bound=(ols[1] - 0.2, ols[1] + 0.2), n_points=5)
+    assert int(np.argmax(curve["loglik"])) == 2
     # Complete separation: the fit travels towards infinity and the path probe notices.
     x = jnp.linspace(-1, 1, 40)
     sep = {"X": jnp.c_[jnp.ones(40), x], "y": (x > 0.05).astype(x.dtype)}
