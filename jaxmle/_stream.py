@@ -158,11 +158,18 @@ def _finish(model, ev: Streamed, carry, z0, fixed, H) -> dict:
     f = float(st.f)
     status = int(carry.status)
     if H is None:
-        # Too many parameters for a dense Hessian (see ``_dense_hessian``): no covariance.
-        params, cov, cond = model.spec.to_params(z, fixed), None, jnp.asarray(np.nan, z.dtype)
-        boundary = np.asarray(model.spec.edge_distance_flat(z, fixed)) <= 0
-        if status == Status.CONVERGED and boundary.any():
-            status = Status.AT_BOUNDARY
+        # Too many parameters for a dense Hessian (see ``_dense``): no covariance, and the
+        # checks of ``jaxmle._solve._first_order_checks``: an edge, or a rise along the path.
+        spec = model.spec
+        params, cov, cond = spec.to_params(z, fixed), None, jnp.asarray(np.nan, z.dtype)
+        boundary = np.asarray(spec.edge_distance_flat(z, fixed)) <= 0
+        if status == Status.CONVERGED:
+            eps, travel = float(jnp.finfo(z.dtype).eps), z - z0
+            slack = 8 * eps * max(abs(f), float(jnp.finfo(z.dtype).tiny))
+            rises = bool(np.all(np.asarray(ev.values(jnp.stack([z + t * travel for t in (0.1, 1.0)]))) < f - slack))
+            moved = np.asarray(spec.natural_flat(z, fixed) != spec.natural_flat(z0, fixed))
+            boundary = boundary | (rises & moved)
+            status = Status.AT_BOUNDARY if boundary.any() else status
     else:
         params, J, Hinv, pd, cond, cov, at_edge = _report_core(model)(z, fixed, H * scale)
         boundary = np.asarray(at_edge)
@@ -192,7 +199,7 @@ def _warn(res, advice: str | None):
                 f"to infinity. {message(code)}")
     else:
         text = f"fit status {Status(code).name}: " + (advice or message(code))
-    warnings.warn(text, ConvergenceWarning, stacklevel=4)
+    warnings.warn(text, ConvergenceWarning, stacklevel=5)   # _warn < _exact|_stochastic < fit_streamed < fit
 
 
 # -- the entry point ----------------------------------------------------------------------
