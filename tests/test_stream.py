@@ -112,6 +112,14 @@ def test_chunked_lbfgs_reaches_the_mle(logistic):
     _close(res.stderr_flat, ref.stderr_flat, 1e-6)
 
 
+def test_chunked_line_search_newton_reaches_the_mle(logistic):
+    model, data, init, ref = logistic
+    opt = jm.optimizers.Newton(globalization="line-search")
+    res = jm.fit(model, data, chunk_size=256, method=opt, init={"beta": np.full(3, 2.0)})
+    assert res.converged
+    _close(res.estimate_flat, ref.estimate_flat, 1e-7)
+
+
 def test_chunked_poisson_with_offset_equals_in_memory():
     model, data = jm.models.poisson(3), _poisson_data()
     init = {"beta": np.zeros(3)}
