@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import time
 
 import jax
 import jax.numpy as jnp
@@ -11,6 +12,21 @@ from tqdm.auto import tqdm
 
 from ._solve import Stages, ready_data
 from ._status import RUNNING
+
+
+# Seconds JAX spent tracing, lowering and compiling, summed over the process (JAX's
+# own monitoring events): the cost the ski-rental rule in BatchFitter weighs.
+_compile_clock = [0.0]
+_COMPILE_EVENTS = ("/jax/core/compile/jaxpr_trace_duration", "/jax/core/compile/jaxpr_to_mlir_module_duration",
+                   "/jax/core/compile/backend_compile_duration")
+
+
+def _on_duration(event, duration, **_):
+    if event in _COMPILE_EVENTS:
+        _compile_clock[0] += duration
+
+
+jax.monitoring.register_event_duration_secs_listener(_on_duration)
 
 
 class BatchFitter:
@@ -23,12 +39,21 @@ class BatchFitter:
     two (at least ``min_bucket``; few sizes, so few compilations) which continues,
     and so on. Each dataset runs exactly the steps it would run in the full batch,
     and both modes share the start and finish programs, so results are identical.
+
+    ``compact="auto"`` regroups only when it pays: a bucket size whose program is
+    already compiled is used at once; a new one is compiled only after the
+    stragglers have cost, in steps of the bigger batch, as much as compiling the
+    loop program did, over this and earlier calls (the ski-rental rule: never more
+    than about twice the better of the two choices, and nothing compiled for a first
+    call whose stragglers finish in a few cheap steps).
     """
 
     shrink = 8
 
-    def __init__(self, stages: Stages, masked: bool, compact: bool, min_bucket: int = 64):
+    def __init__(self, stages: Stages, masked: bool, compact, min_bucket: int = 64):
         ax = (0, 0, 0, 0 if masked else None)
+        if compact not in (True, False, "auto"):
+            raise ValueError(f"compact must be True, False or 'auto', got {compact!r}")
         self.compact, self.min_bucket = compact, min_bucket
         model = stages.model
         # The data is made ready (masked entries replaced, model.prepare applied) once.
@@ -37,38 +62,71 @@ class BatchFitter:
         self.finish = jax.jit(jax.vmap(stages.finish, in_axes=(0,) + ax))
         body = jax.vmap(stages.body, in_axes=(0,) + ax)
 
-        def advance(carry, z0, fixed, data, mask, threshold):
+        def advance(carry, z0, fixed, data, mask, threshold, max_steps):
             def step(c):
+                c, i = c
                 new = body(c, z0, fixed, data, mask)
                 run = c.status == RUNNING
                 return jax.tree_util.tree_map(
-                    lambda a, b: jnp.where(run.reshape(run.shape + (1,) * (a.ndim - 1)), a, b), new, c)
+                    lambda a, b: jnp.where(run.reshape(run.shape + (1,) * (a.ndim - 1)), a, b), new, c), i + 1
 
-            return jax.lax.while_loop(lambda c: jnp.sum(c.status == RUNNING) > threshold, step, carry)
+            def cond(c):
+                return (jnp.sum(c[0].status == RUNNING) > threshold) & (c[1] < max_steps)
+
+            return jax.lax.while_loop(cond, step, (carry, jnp.zeros((), jnp.int32)))[0]
 
         self.advance = jax.jit(advance)
+        self._shapes: set = set()     # argument shapes the loop program was compiled for
+        self.compile_s = 0.0          # how long compiling it took last time (measured)
+        self.waste = 0.0              # straggler time spent in too-big buckets since then
 
     def _size(self, n):
         return max(self.min_bucket, 1 << (int(n) - 1).bit_length())
 
+    def _advance(self, sub, sub_args, threshold, max_steps=np.iinfo(np.int32).max):
+        """Run the loop; when this compiles a new program, remember how long that took."""
+        before = _compile_clock[0]
+        out = self.advance(sub, *sub_args, jnp.int32(threshold), jnp.int32(max_steps))
+        if _compile_clock[0] > before:
+            self.compile_s = _compile_clock[0] - before
+        self._shapes.add(tuple(a.shape for a in jax.tree_util.tree_leaves((sub, *sub_args))))
+        return out
+
     def __call__(self, z0, fixed, data, mask):
         args = (z0, fixed, self.ready(data, mask), mask)
         carry = self.start(*args)
-        sub, sub_args, lanes = carry, args, None
+        sub, sub_args, lanes, idx = carry, args, None, None
 
         def take(tree, idx):
             return jax.tree_util.tree_map(lambda a: a[idx], tree)
 
-        while True:
-            size = sub_args[0].shape[0]
-            threshold = size // self.shrink if self.compact and size >= self.shrink * self.min_bucket else 0
-            sub = self.advance(sub, *sub_args, threshold)
+        def collect(carry, sub):
             running = np.asarray(sub.status) == RUNNING
             if lanes is None:
-                carry, live = sub, np.flatnonzero(running)
-            else:
-                carry = _merge(carry, sub, idx)
-                live = lanes[running[: lanes.size]]
+                return sub, np.flatnonzero(running)
+            return _merge(carry, sub, idx), lanes[running[: lanes.size]]
+
+        while True:
+            size = sub_args[0].shape[0]
+            shrinks = self.compact and size >= self.shrink * self.min_bucket
+            sub = self._advance(sub, sub_args, size // self.shrink if shrinks else 0)
+            carry, live = collect(carry, sub)
+            if live.size and self.compact == "auto" and shrinks:
+                # Ski rental: step the stragglers in this bucket (1, 2, 4, ... steps at a
+                # time) until what they waste here matches compiling the smaller bucket;
+                # a bucket size compiled before (this call or an earlier one) costs nothing.
+                # The waste adds up over calls (new data of the same shape), so repeated
+                # calls with stragglers do get their bucket compiled.
+                steps = 1
+                while (live.size and self.waste < self.compile_s
+                       and not self._has_program(self._size(live.size), sub, sub_args)):
+                    t0 = time.perf_counter()
+                    sub = self._advance(sub, sub_args, 0, steps)
+                    carry, live = collect(carry, sub)
+                    self.waste += (time.perf_counter() - t0) * (1.0 - self._size(max(live.size, 1)) / size)
+                    steps *= 2
+                if live.size and not self._has_program(self._size(live.size), sub, sub_args):
+                    self.waste = 0.0      # paid for: the smaller bucket compiles now
             if live.size == 0:
                 break
             # Pad the bucket by repeating a live dataset: the copies compute exactly what
@@ -77,6 +135,11 @@ class BatchFitter:
             idx = np.concatenate([live, np.full(self._size(live.size) - live.size, live[-1])])
             sub, sub_args, lanes = take(carry, idx), take(args, idx), live
         return self.finish(carry, *args)
+
+    def _has_program(self, size, sub, sub_args):
+        """Whether the loop program for a bucket of ``size`` lanes (same data) is compiled."""
+        shapes = tuple((size,) + a.shape[1:] for a in jax.tree_util.tree_leaves((sub, *sub_args)))
+        return shapes in self._shapes
 
 
 @jax.jit

@@ -37,7 +37,13 @@ def star_model() -> Model:
         eta = p["a"] + p["b"] * d["sin"] + p["c"] * d["cos"]
         return d["counts"] * eta - jnp.exp(eta) - d["log_k_factorial"]
 
-    return Model(loglik, {"a": 0.0, "b": 0.0, "c": 0.0}, name="star_light_curve", prepare=prepare)
+    def start(d, mask):
+        # The usual GLM start: a = log of the star's mean count (a star with no counts
+        # gives -inf and keeps the spec's 0), no modulation.
+        return {"a": jnp.log(jnp.sum(jnp.where(mask, d["counts"], 0.0)) / jnp.sum(mask))}
+
+    return Model(loglik, {"a": 0.0, "b": 0.0, "c": 0.0}, name="star_light_curve", prepare=prepare,
+                 start=start)
 
 
 def star_catalogue(seed: int = 0, n_stars: int = 10_000, n_exposures: int = 64, dtype=None):

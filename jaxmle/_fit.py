@@ -17,7 +17,8 @@ import numpy as np
 
 from . import optimizers as _opt
 from ._batch import BatchFitter, default_mesh, run_chunks
-from ._data import as_arrays, batch_size, check_mask, float_dtype, group_pad, n_data, nonfinite_report
+from ._data import (as_arrays, batch_size, check_mask, float_dtype, group_pad, n_data, nonfinite_report,
+                    substitute_masked)
 from ._model import Model
 from ._result import BatchFitResult, FitResult
 from ._solve import Stages, ready_data, tolerances
@@ -83,7 +84,8 @@ def _setup(model, data, method, init, max_iter, tol, ftol, mask, nan_policy, bat
         one = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape[1:], x.dtype), data)
     n_terms = model.check_output(one, dtype, mask is not None)
     n_static = n_terms if n_terms is not None else n_data(one)
-    leaves = model.spec.natural_leaves(init, batch=B)
+    start = model.start_leaves(data, mask, batched)
+    leaves = model.spec.natural_leaves(init, batch=B, start=start)
     to_z = lambda *ls: model.spec.to_z(ls, dtype)  # noqa: E731
     z0 = jax.vmap(to_z)(*leaves) if batched else to_z(*leaves)
     fixed = model.spec.fixed_values(leaves, dtype)
@@ -202,9 +204,15 @@ def fit(
         >>> res.params["mu"]   # 255.0
     """
     if chunk_size is not None or batch_size is not None:
-        return fit_streamed(model, data, method=method, init=init, max_iter=max_iter, tol=tol,
-                            ftol=ftol, mask=mask, warn=warn, key=key, chunk_size=chunk_size,
-                            batch_size=batch_size, epochs=epochs, max_steps=max_steps, progress=progress)
+        if int(n_starts) > 1 or int(trace):
+            raise ValueError("n_starts= and trace= need the data in memory: drop chunk_size=/batch_size=, "
+                             "or run several streamed fits from different init= values")
+        res = fit_streamed(model, data, method=method, init=init, max_iter=max_iter, tol=tol,
+                           ftol=ftol, mask=mask, warn=warn, key=key, chunk_size=chunk_size,
+                           batch_size=batch_size, epochs=epochs, max_steps=max_steps, progress=progress)
+        if warn:
+            _warn_negative_scale(res, stacklevel=2)
+        return res
     if epochs is not None or max_steps is not None:
         raise ValueError("epochs= and max_steps= belong to a stochastic fit: pass batch_size= too "
                          "(e.g. method='adam', batch_size=4096, epochs=5)")
@@ -231,7 +239,8 @@ def _multistart(model: Model, s: _Setup, n_starts: int, key) -> FitResult:
     key = jax.random.key(0) if key is None else key
     keys = jax.random.split(key, n_starts - 1)
     if model.init_fn is not None:
-        drawn = jax.vmap(model.init_fn, in_axes=(0, None))(keys, s.data)
+        # Masked-out (padded, NaN) observations replaced, as the log-density sees them.
+        drawn = jax.vmap(model.init_fn, in_axes=(0, None))(keys, substitute_masked(s.data, s.mask))
         drawn = spec.flatten(drawn)
     else:
         zs = s.z0 + jax.random.normal(keys[0], (n_starts - 1,) + s.z0.shape, s.z0.dtype)
@@ -270,7 +279,7 @@ def fit_batch(
     chunk_size: int | None = None,
     progress: bool | None = None,
     mesh=None,
-    compact: bool | None = None,
+    compact: bool | str | None = None,
     by: str | None = None,
 ) -> BatchFitResult:
     """Fit the same model to B datasets in one compiled, vectorised call.
@@ -301,8 +310,11 @@ def fit_batch(
             others finish, so a few slow fits do not make every step cost the whole
             batch (see README, "Stragglers"); each dataset runs the same steps and
             gets the same result. Each bucket size compiles once (cached like the
-            rest). Default: on for batches of at least 1024 datasets on one
-            device; off when sharding over several devices.
+            rest). True: always; "auto" (the default for batches of at least 1024
+            datasets on one device): a new bucket size is compiled only once the
+            stragglers have cost as much as compiling did, so a first call does not
+            pay compilations that its few remaining steps never repay; False (the
+            default when sharding over several devices, or for smaller batches): never.
         by: name of a column of long-format ``data`` holding a group label: one fit
             per group, the other columns padded as by ``jm.pad`` with the mask
             passed for you. Groups come in sorted label order; ``batch.groups``
@@ -327,8 +339,8 @@ def fit_batch(
     mesh = default_mesh(mesh)
     if compact is None:
         per_call = B if chunk_size is None else min(int(chunk_size), B)
-        compact = mesh is None and per_call >= 1024
-    fn = _compiled(model, s, True, int(trace), bool(compact) and mesh is None)
+        compact = "auto" if mesh is None and per_call >= 1024 else False
+    fn = _compiled(model, s, True, int(trace), compact if mesh is None else False)
     out = run_chunks(fn, (s.z0, s.fixed, s.data, s.mask), B, chunk_size, progress, mesh)
     res = BatchFitResult(model, s.opt.name, out, data=s.data, mask=s.mask, n_terms=s.n_terms,
                          groups=groups, group_key=by)

@@ -9,8 +9,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._data import n_data
-from ._params import ParamSpec, Real
+from ._data import n_data, substitute_masked
+from ._params import ParamSpec, Real, _path_name
 
 # Names people give standard deviations and scales; a "log_" prefix means the
 # parameter is on the log scale, where negative values are fine.
@@ -47,6 +47,14 @@ class Model:
             receive its output. Inside ``loglik`` such work would be redone at every
             evaluation. Its output must keep one entry per observation on the
             leading axis.
+        start: optional ``start(data, mask) -> params`` giving data-driven start values
+            (natural scale) for (some of) the parameters, written in jax.numpy:
+            ``mask`` is a boolean vector, True for the observations to use (all True
+            when the fit has no mask), so a padded dataset's start ignores its
+            padding. It runs once per fit, vectorised over a batch, before the
+            optimizer. Where a value is not finite or breaks its constraint (a log
+            of a zero mean count), that dataset keeps the spec's start; ``init=``
+            overrides it. Ready models define one (OLS or GLM-style starts).
 
     Example:
         >>> def loglik(p, x):
@@ -64,6 +72,7 @@ class Model:
         em_step: Callable | None = None,
         init_fn: Callable | None = None,
         prepare: Callable | None = None,
+        start: Callable | None = None,
     ):
         if not callable(loglik):
             raise TypeError("loglik must be a function loglik(params, data)")
@@ -71,6 +80,8 @@ class Model:
             raise TypeError("log_prior must be a function log_prior(params)")
         if prepare is not None and not callable(prepare):
             raise TypeError("prepare must be a function prepare(data) -> data")
+        if start is not None and not callable(start):
+            raise TypeError("start must be a function start(data, mask) -> params")
         self.loglik = loglik
         self.spec = ParamSpec(spec)
         self.log_prior = log_prior
@@ -79,6 +90,7 @@ class Model:
         self.em_step = em_step
         self.init_fn = init_fn
         self.prepare = prepare
+        self.start = start
         # Unconstrained leaves named like scales: fit warns when one ends negative.
         self.scale_like_leaves = [i for i, (name, con) in enumerate(zip(self.spec.leaf_names, self.spec.constraints))
                            if isinstance(con, Real) and scale_like(name)]
@@ -113,6 +125,41 @@ class Model:
     def prepared(self, data):
         """``prepare(data)`` when the model has a ``prepare`` step, else ``data``."""
         return data if self.prepare is None else self.prepare(data)
+
+    def start_leaves(self, data, mask, batched: bool) -> list | None:
+        """The ``start`` function's values as one entry per spec leaf (None where it gave none).
+
+        Batched, each entry has a leading axis B; one compiled, vectorised call.
+        """
+        if self.start is None:
+            return None
+
+        def one(d, m):
+            # Padding (NaN from jm.pad) replaced, so 0 * NaN cannot reach the start.
+            d = substitute_masked(d, m)
+            if m is None:
+                m = jnp.ones((n_data(d) or 1,), bool)
+            return self.start(d, m)
+
+        fn = self.compiled(("start", batched), lambda: jax.jit(jax.vmap(one) if batched else one))
+        out = fn(data, mask)
+        if not isinstance(out, dict):
+            raise TypeError(f"the model's start function must return a dict of parameters, got {type(out).__name__}")
+        index = {n: i for i, n in enumerate(self.spec.leaf_names)}
+        leaves = [None] * len(index)
+        for path, value in jax.tree_util.tree_flatten_with_path(out)[0]:
+            name = _path_name(path)
+            if name not in index:
+                raise ValueError(f"the model's start function gives unknown parameter {name!r}; "
+                                 f"the parameters are {self.spec.leaf_names}")
+            shape = self.spec.shapes[index[name]]
+            value = np.asarray(value)
+            want = ((value.shape[0],) if batched else ()) + shape
+            if value.shape != want:
+                raise ValueError(f"the model's start function gives {name!r} shape {value.shape[batched:]}; "
+                                 f"the spec's is {shape}")
+            leaves[index[name]] = value if batched else value[None]
+        return leaves
 
     # -- output checks -----------------------------------------------------
     def check_output(self, data, dtype, masked: bool) -> int | None:

@@ -135,13 +135,18 @@ class ParamSpec:
             raise ValueError("every parameter is jm.Fixed: there is nothing to estimate")
 
     # -- host-side helpers -------------------------------------------------
-    def natural_leaves(self, init: dict | None, batch: int | None = None) -> list[np.ndarray]:
+    def natural_leaves(self, init: dict | None, batch: int | None = None, start: list | None = None) -> list[np.ndarray]:
         """Start values as a list of leaves, with the spec's values overridden by ``init``.
 
         With ``batch`` set, a leaf of ``init`` may carry a leading axis of that length
         (one start value per dataset); the returned leaves then all have it.
+        ``start`` (one entry per leaf, None where it has nothing to say; a leading
+        batch axis when batched) holds the model's data-driven start values: they
+        replace the spec's, except in the datasets where one is not allowed by its
+        constraint or not finite, which keep the spec's; ``init`` overrides both.
         """
         leaves = [v.copy() for v in self.inits]
+        given = [False] * len(leaves)
         if init is not None:
             if not isinstance(init, dict):
                 raise TypeError("init must be a dict with (some of) the spec's parameter names")
@@ -154,10 +159,11 @@ class ParamSpec:
                         f"init names unknown parameter {name!r}; the parameters are {self.leaf_names}"
                     )
                 leaves[index[name]] = np.asarray(value, dtype=float)
+                given[index[name]] = True
         out = []
-        for name, con, shape, value in zip(self.leaf_names, self.constraints, self.shapes, leaves):
+        for i, (name, con, shape, value) in enumerate(zip(self.leaf_names, self.constraints, self.shapes, leaves)):
             if value.shape == shape:
-                per = value[None] if batch is not None else value
+                per = value[None]
             elif batch is not None and value.shape == (batch,) + shape:
                 per = value
             else:
@@ -165,17 +171,33 @@ class ParamSpec:
                 raise ValueError(
                     f"init for {name!r} has shape {value.shape}; expected {want}"
                 )
-            for row in per if batch is not None else [per]:
-                bad = con.violation(np.asarray(row))
-                if bad:
-                    raise ValueError(
-                        f"the start value of {name!r} ({np.asarray(row).tolist()}) {bad}; "
-                        "pass a valid value in init= or in the spec"
-                    )
+            # One array operation for all datasets' start values; the loop below only
+            # runs to describe the first bad one.
+            ok = con.valid_rows(per)
+            if not ok.all():
+                j = int(np.argmin(ok))
+                where = f" for dataset {j}" if per.shape[0] > 1 else ""
+                raise ValueError(
+                    f"the start value of {name!r}{where} ({per[j].tolist()}) {con.violation(per[j])}; "
+                    "pass a valid value in init= or in the spec"
+                )
+            if start is not None and start[i] is not None and not given[i]:
+                per = self._data_start(con, np.asarray(start[i], dtype=float), per)
             if batch is not None:
                 per = np.broadcast_to(per, (batch,) + shape)
+            else:
+                per = per[0]
             out.append(per)
         return out
+
+    @staticmethod
+    def _data_start(con, value, fallback):
+        """A model's data-driven start values where allowed, ``fallback`` (the spec's) elsewhere.
+
+        ``value`` carries a leading axis (one row per dataset, or one row).
+        """
+        ok = con.valid_rows(value)
+        return np.where(ok.reshape((-1,) + (1,) * (value.ndim - 1)), value, fallback)
 
     # -- traceable maps ------------------------------------------------------
     def to_z(self, leaves, dtype):

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-from jax.scipy.special import gammaln, log_ndtr
+from jax.scipy.special import gammaln, log_ndtr, ndtri
 
+from .. import _linalg
 from .._model import Model
 from .._params import Positive
 
@@ -42,6 +43,42 @@ def _validator(k, keys=("X", "y"), optional=()):
     return validate
 
 
+def _wls(X, w, z):
+    """Weighted least squares (X'WX)^-1 X'Wz: NaN when X'WX is singular (the fit then
+    keeps the spec's start)."""
+    Xw = X * w[:, None]
+    return _linalg.cho_solve(_linalg.cholesky(Xw.T @ X), Xw.T @ z)
+
+
+def _glm_start(mu0, link, dmu_deta, variance):
+    """R's glm start: the first IRLS step from fitted means ``mu0`` (e.g. (y + 1/2) / 2).
+
+    Returns ``start(data, mask) -> {"beta": ...}``; one weighted least-squares solve
+    that lands where Newton from beta = 0 would need one or two steps to reach, and
+    never far out when the data are nearly separable (``mu0`` stays inside (0, 1)).
+    """
+
+    def start(d, mask):
+        y = d["y"]
+        mu = mu0(y)
+        eta = link(mu)
+        gprime = dmu_deta(eta)
+        # The working response of X beta alone: the offset (Poisson) is part of eta.
+        z = eta - d.get("offset", 0.0) + (y - mu) / gprime
+        w = jnp.where(mask, gprime ** 2 / variance(mu), 0.0)
+        return {"beta": _wls(d["X"], w, z)}
+
+    return start
+
+
+def _ols_start(d, mask):
+    """OLS: the linear model's MLE of beta, and sqrt(SSR / n) for sigma."""
+    w = mask.astype(d["y"].dtype)
+    beta = _wls(d["X"], w, d["y"])
+    r = d["y"] - d["X"] @ beta
+    return {"beta": beta, "sigma": jnp.sqrt(jnp.sum(w * r * r) / jnp.sum(w))}
+
+
 def linear(k: int) -> Model:
     """Gaussian linear regression y ~ N(X beta, sigma^2); params {"beta": (k,), "sigma"}.
 
@@ -52,7 +89,8 @@ def linear(k: int) -> Model:
     def loglik(p, d):
         return jax.scipy.stats.norm.logpdf(d["y"], d["X"] @ p["beta"], p["sigma"])
 
-    return Model(loglik, {"beta": jnp.zeros(k), "sigma": Positive(1.0)}, name="linear", validate=_validator(k))
+    return Model(loglik, {"beta": jnp.zeros(k), "sigma": Positive(1.0)}, name="linear", validate=_validator(k),
+                 start=_ols_start)
 
 
 def logistic(k: int) -> Model:
@@ -63,7 +101,9 @@ def logistic(k: int) -> Model:
         eta = d["X"] @ p["beta"]
         return d["y"] * eta - jnp.logaddexp(0.0, eta)
 
-    return Model(loglik, {"beta": jnp.zeros(k)}, name="logistic", validate=_validator(k))
+    start = _glm_start(lambda y: (y + 0.5) / 2, jax.scipy.special.logit,
+                       lambda eta: jax.nn.sigmoid(eta) * jax.nn.sigmoid(-eta), lambda mu: mu * (1 - mu))
+    return Model(loglik, {"beta": jnp.zeros(k)}, name="logistic", validate=_validator(k), start=start)
 
 
 def probit(k: int) -> Model:
@@ -74,7 +114,8 @@ def probit(k: int) -> Model:
         eta = d["X"] @ p["beta"]
         return d["y"] * log_ndtr(eta) + (1 - d["y"]) * log_ndtr(-eta)
 
-    return Model(loglik, {"beta": jnp.zeros(k)}, name="probit", validate=_validator(k))
+    start = _glm_start(lambda y: (y + 0.5) / 2, ndtri, jax.scipy.stats.norm.pdf, lambda mu: mu * (1 - mu))
+    return Model(loglik, {"beta": jnp.zeros(k)}, name="probit", validate=_validator(k), start=start)
 
 
 def poisson(k: int) -> Model:
@@ -88,8 +129,9 @@ def poisson(k: int) -> Model:
         eta = d["X"] @ p["beta"] + d.get("offset", 0.0)
         return d["y"] * eta - jnp.exp(eta) - gammaln(d["y"] + 1.0)
 
+    start = _glm_start(lambda y: y + 0.1, jnp.log, jnp.exp, lambda mu: mu)
     return Model(loglik, {"beta": jnp.zeros(k)}, name="poisson",
-                 validate=_validator(k, optional=("offset",)))
+                 validate=_validator(k, optional=("offset",)), start=start)
 
 
 def softmax(k: int, n_classes: int) -> Model:
