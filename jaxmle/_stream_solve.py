@@ -24,7 +24,8 @@ from ._chunks import Streamed
 from ._solve import loop_body, loop_start
 from ._status import RUNNING
 from .optimizers._base import descent_direction, failed_if
-from .optimizers.newton import NewtonState, boundary_step, cholesky_step, dogleg_step, newton_direction
+from .optimizers.newton import (NewtonState, boundary_step, cholesky_step, dogleg_step, judge_trial,
+                                newton_direction)
 
 
 class _Replay(_opt.Optimizer):
@@ -97,21 +98,10 @@ def _tr_trial(st, scaled, radius):
 
 @jax.jit
 def _tr_judge(st, p, pn, f_new, radius):
-    """``Newton._trust_region_step``'s verdict on a trial: (accepted, hopeless, next radius)."""
-    f0, g0, H = st.f, st.grad, st.hess
-    slack = 4 * jnp.finfo(f0.dtype).eps * jnp.maximum(1.0, jnp.abs(f0))
-    pred = -(jnp.vdot(g0, p) + 0.5 * jnp.vdot(p, H @ p))
-    actual = f0 - f_new
-    finite = jnp.isfinite(f_new)
-    ratio = jnp.where(pred > slack, actual / jnp.where(pred > 0, pred, 1.0), 1.0)
-    ok = finite & (actual >= 1e-4 * jnp.maximum(pred, 0.0) - slack) & (pred >= -slack)
-    slope = jnp.vdot(g0, p)
-    t = 0.5 * slope / jnp.where(slope - actual < 0, slope - actual, -1.0)
-    shrink = jnp.where(finite & (actual < 0), jnp.clip(t, 0.1, 0.5), jnp.where(finite, 0.5, 0.1))
-    grow = (ratio > 0.75) & (pn >= 0.99 * radius)
-    radius = jnp.where(~finite | (ratio < 0.25), shrink * jnp.minimum(pn, radius),
-                       jnp.where(grow, 2.0 * radius, radius))
-    return ok, ok | (finite & (pred <= slack)), radius
+    """``Newton._trust_region_step``'s verdict on a trial: (accepted, stop trying, next radius)."""
+    slack = 4 * jnp.finfo(st.f.dtype).eps * jnp.maximum(1.0, jnp.abs(st.f))
+    ok, hopeless, radius = judge_trial(st.f, st.grad, st.hess, p, pn, f_new, radius, slack)
+    return ok, ok | hopeless, radius
 
 
 def _backtrack(trial, f0: float, slope: float, max_trials: int):

@@ -162,6 +162,31 @@ def trust_region_step(H, g, p_newton, newton_ok, radius):
     return lane_while(lambda c: c[0], solve, (~newton_ok, dog))[1]
 
 
+def judge_trial(f0, g0, H, p, pn, f_new, radius, slack):
+    """The trust region's verdict on a trial step p (||D p|| = pn) with value f_new.
+
+    Returns (accepted, hopeless, next radius): accepted on a sufficient actual
+    decrease, hopeless when a rejected step's predicted decrease is already below
+    rounding (``slack``), so no shorter step can rescue it.
+    """
+    pred = -(jnp.vdot(g0, p) + 0.5 * jnp.vdot(p, H @ p))
+    actual = f0 - f_new
+    finite = jnp.isfinite(f_new)
+    # Near the optimum both reductions are rounding noise: judge by the slack.
+    ratio = jnp.where(pred > slack, actual / jnp.where(pred > 0, pred, 1.0), 1.0)
+    ok = finite & (actual >= 1e-4 * jnp.maximum(pred, 0.0) - slack) & (pred >= -slack)
+    # Shrink to where a quadratic through f0, the slope g'p and f_new along the
+    # step has its minimum (as MINPACK and backtracking do), within [0.1, 0.5].
+    slope = jnp.vdot(g0, p)
+    t = 0.5 * slope / jnp.where(slope - actual < 0, slope - actual, -1.0)
+    shrink = jnp.where(finite & (actual < 0), jnp.clip(t, 0.1, 0.5), jnp.where(finite, 0.5, 0.1))
+    grow = (ratio > 0.75) & (pn >= 0.99 * radius)
+    radius = jnp.where(~finite | (ratio < 0.25), shrink * jnp.minimum(pn, radius),
+                       jnp.where(grow, 2.0 * radius, radius))
+    hopeless = ~ok & finite & (pred <= slack)
+    return ok, hopeless, radius
+
+
 def _scaled(H, g, D):
     return H / jnp.outer(D, D), g / D
 
@@ -226,24 +251,7 @@ class Newton(Optimizer):
         f1, g1, H1 = value_grad_hessian(objective, z0 + p, data)
 
         def judge(p, pn, f_new, radius):
-            pred = -(jnp.vdot(g0, p) + 0.5 * jnp.vdot(p, H @ p))
-            actual = f0 - f_new
-            finite = jnp.isfinite(f_new)
-            # Near the optimum both reductions are rounding noise: judge by the slack.
-            ratio = jnp.where(pred > slack, actual / jnp.where(pred > 0, pred, 1.0), 1.0)
-            ok = finite & (actual >= 1e-4 * jnp.maximum(pred, 0.0) - slack) & (pred >= -slack)
-            # Shrink to where a quadratic through f0, the slope g'p and f_new along the
-            # step has its minimum (as MINPACK and backtracking do), within [0.1, 0.5].
-            slope = jnp.vdot(g0, p)
-            t = 0.5 * slope / jnp.where(slope - actual < 0, slope - actual, -1.0)
-            shrink = jnp.where(finite & (actual < 0), jnp.clip(t, 0.1, 0.5), jnp.where(finite, 0.5, 0.1))
-            grow = (ratio > 0.75) & (pn >= 0.99 * radius)
-            radius = jnp.where(~finite | (ratio < 0.25), shrink * jnp.minimum(pn, radius),
-                               jnp.where(grow, 2.0 * radius, radius))
-            # A rejected step whose predicted decrease is already below rounding cannot be
-            # rescued by a shorter one: give up at once and let the stall rule judge.
-            hopeless = ~ok & finite & (pred <= slack)
-            return ok, hopeless, radius
+            return judge_trial(f0, g0, H, p, pn, f_new, radius, slack)
 
         ok, hopeless, radius = judge(p, pn, f1, state.radius)
 
