@@ -4,7 +4,8 @@ The older package is imported from another checkout under the name
 ``jaxmle_baseline`` (jaxmle uses relative imports only), and both versions fit the
 same batches alternately, so machine load hits both alike. Rows: batched logistic
 (benchmarks/batch_logistic.py's data) and the star catalogue (star_counts.py's),
-each also against its hand-written jax.numpy baseline.
+each also against its hand-written jax.numpy baseline; then the same data through
+the ready logistic model and the demo's star model as each version ships them.
 
     git worktree add /tmp/base 5bad1b0
     python benchmarks/against_commit.py --baseline /tmp/base/jaxmle [--stars 100000] [--json out.json]
@@ -74,6 +75,12 @@ def main():
         "logistic (k=5)": (logit, lambda pkg: pkg.Model(logistic_loglik, {"beta": jnp.zeros(5)}),
                            lambda: irls(logit["X"], logit["y"]), "hand-written IRLS"),
         "stars (k=3)": (stars, star_model, lambda: hand_newton(stars["t"], stars["counts"]), "hand-written Newton"),
+        # The ready model and the demo's model: whatever each version ships with them
+        # (since issue 15, data-driven starts: R's glm start, log of the mean count).
+        "jm.models.logistic(5)": (logit, lambda pkg: pkg.models.logistic(5),
+                                  lambda: irls(logit["X"], logit["y"]), "hand-written IRLS"),
+        "demo star_model()": (stars, lambda pkg: importlib.import_module(pkg.__name__ + "._demo").star_model(),
+                              lambda: hand_newton(stars["t"], stars["counts"]), "hand-written Newton"),
     }
     rows = []
     for pname, (data, make_model, hand, hand_name) in problems.items():
