@@ -111,10 +111,15 @@ def _warn_status(res, stacklevel):
     code = int(res.status)
     text = None
     if code == Status.AT_BOUNDARY:
-        text = (f"fit status AT_BOUNDARY: {res.boundary_params} at a constraint edge or running off "
+        names = res.boundary_params
+        shown = names if len(names) <= 10 else names[:10] + [f"... {len(names) - 10} more"]
+        text = (f"fit status AT_BOUNDARY: {shown} at a constraint edge or running off "
                 f"to infinity. {message(code)}")
     elif code != Status.CONVERGED:
         text = f"fit status {Status(code).name}: {message(code)}"
+    elif res.hessian_skipped:
+        # Converged, but no standard errors: say so once, not as a convergence problem.
+        warnings.warn(res.stderr_note, UserWarning, stacklevel=stacklevel + 1)
     else:
         est, se = np.abs(np.asarray(res.estimate_flat)), np.asarray(res._se_flat())
         vague = [n for n, e, s in zip(res.param_names, est, se) if s > 1e3 * e + 1e3]
@@ -122,6 +127,8 @@ def _warn_status(res, stacklevel):
             text = (f"standard errors of {vague} exceed 1000 x |estimate| + 1000: those parameters are "
                     "practically unidentified by these data (a flat likelihood; check the model)")
     if text is not None:
+        if res.hessian_skipped:
+            text = f"{text}. Also: {res.stderr_note}"
         warnings.warn(text, ConvergenceWarning, stacklevel=stacklevel + 1)
     _warn_negative_scale(res, stacklevel + 1)
 
