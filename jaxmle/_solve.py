@@ -422,8 +422,12 @@ def _runaways(obj: Objective, state, z0, Hinv):
     def no_rise(step):
         return jnp.all(jnp.stack([obj.mean(z + t * step) <= f + slack for t in probes]))
 
+    # The probes read the point through the loop's flag (NaN once it is down): left
+    # loop-invariant, XLA hoists them out of the while loop and runs them for every
+    # fit even when none is suspect (measured: 0.65 s of a 0.86 s finish step for
+    # 10,000 logistic fits).
     def probe(c):
-        steps = jnp.sign(travel) * jnp.maximum(1.0, jnp.abs(travel))
+        steps = jnp.where(c[0], jnp.sign(travel) * jnp.maximum(1.0, jnp.abs(travel)), jnp.nan)
         flags = _per_coordinate(lambda e, t: no_rise(e * t), eye, steps)
         return jnp.zeros((), bool), flags & suspect
 
@@ -438,7 +442,7 @@ def _runaways(obj: Objective, state, z0, Hinv):
         v = jnp.where(jnp.vdot(v, travel) < 0, -v, v)
         # Only a likelihood that still rises strictly counts here: a direction merely flat
         # to rounding over this (borrowed) distance is a weakly identified combination.
-        step = v * jnp.linalg.norm(travel)
+        step = jnp.where(c[0], v * jnp.linalg.norm(travel), jnp.nan)
         falls = jnp.all(jnp.stack([obj.mean(z + t * step) < f - slack for t in probes]))
         flags = falls & (jnp.abs(v) >= 0.01 * jnp.max(jnp.abs(v)))
         return jnp.zeros((), bool), flags & (travel != 0)
