@@ -71,7 +71,7 @@ class BatchFitter:
                     lambda a, b: jnp.where(run.reshape(run.shape + (1,) * (a.ndim - 1)), a, b), new, c), i + 1
 
             def cond(c):
-                return (jnp.sum(c[0].status == RUNNING) > threshold) & (c[1] < max_steps)
+                return (jnp.sum(c[0].status == RUNNING, dtype=jnp.int32) > threshold) & (c[1] < max_steps)
 
             return jax.lax.while_loop(cond, step, (carry, jnp.zeros((), jnp.int32)))[0]
 
