@@ -14,7 +14,7 @@ import numpy as np
 import warnings
 
 from . import _stats
-from ._profile import _setup
+from ._profile import _setup, missing_data_message
 from ._solve import make_objective, ready_data
 
 
@@ -145,7 +145,7 @@ def _derived_end(obj, g, q, z_hat, f_hat, side):
 def _derived_profile(result, fn, q):
     """(lower, upper) profile bounds of a scalar ``fn(params)``, batched like the result."""
     if result._data is None:
-        raise ValueError("profile intervals need the data: use the result returned by jm.fit / jm.fit_batch")
+        raise ValueError(missing_data_message("a profile interval"))
     model, spec = result.model, result.model.spec
     batched, n_static, _, _ = _setup(result)
     mask = result._mask
@@ -190,10 +190,7 @@ def robust_cov(result):
     """
     data, mask = result._data, result._mask
     if data is None:
-        raise ValueError(
-            "this result does not carry its data (it was rebuilt by a JAX transform); "
-            "use the FitResult returned by jm.fit / jm.fit_batch"
-        )
+        raise ValueError(missing_data_message("the robust (sandwich) covariance"))
     if result._n_terms is None:
         raise ValueError(
             "robust (sandwich) covariance needs per-observation log-likelihood terms, but the "

@@ -293,10 +293,17 @@ class _IntervalStages:
         return self.finish(carry, z_hat, extra, data, mask)
 
 
+def missing_data_message(what: str) -> str:
+    """Why ``what`` is unavailable on a result that does not carry its data, and the fix."""
+    return (f"{what} needs the data the fit saw, and this result does not carry it: a streamed fit "
+            "(chunk_size= or batch_size=) keeps none, and a result rebuilt by a JAX transform loses it. "
+            "Refit with the data in memory (res = jm.fit(model, data), or jm.fit_batch) to get it")
+
+
 def _setup(result):
     """(batched, n_static, gtol, ftol) shared by intervals and curves."""
     if result._data is None:
-        raise ValueError("profile likelihood needs the data: use the result returned by jm.fit / jm.fit_batch")
+        raise ValueError(missing_data_message("profile likelihood"))
     batched = np.ndim(result.loglik) == 1
     dtype = result.z.dtype
     gtol = Newton().default_gtol(dtype)

@@ -136,6 +136,14 @@ def test_chunked_normal_with_positive_sigma_equals_in_memory():
     assert float(res.params["sigma"]) > 0
 
 
+def test_streamed_result_says_profile_and_sandwich_need_the_data_in_memory():
+    res = jm.fit(_normal_model(), jnp.asarray(np.random.default_rng(8).normal(3.0, 2.0, 300)), chunk_size=100)
+    for call in (lambda: res.conf_int(method="profile"), lambda: res.cov_robust,
+                 lambda: res.derived(lambda p: p["mu"], method="profile")):
+        with pytest.raises(ValueError, match=r"streamed fit \(chunk_size= or batch_size=\) keeps none"):
+            call()
+
+
 def test_chunked_map_fit_adds_the_prior_once():
     model = jm.Model(lambda p, x: stats.norm.logpdf(x, p["mu"], p["sigma"]),
                      {"mu": 0.0, "sigma": jm.Positive(1.0)},
