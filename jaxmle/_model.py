@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ._data import n_data, substitute_masked
-from ._params import ParamSpec, Real, _path_name
+from ._params import ParamSpec, Real
 
 # Names people give standard deviations and scales; a "log_" prefix means the
 # parameter is on the log scale, where negative values are fine.
@@ -145,20 +145,15 @@ class Model:
         out = fn(data, mask)
         if not isinstance(out, dict):
             raise TypeError(f"the model's start function must return a dict of parameters, got {type(out).__name__}")
-        index = {n: i for i, n in enumerate(self.spec.leaf_names)}
-        leaves = [None] * len(index)
-        for path, value in jax.tree_util.tree_flatten_with_path(out)[0]:
-            name = _path_name(path)
-            if name not in index:
-                raise ValueError(f"the model's start function gives unknown parameter {name!r}; "
-                                 f"the parameters are {self.spec.leaf_names}")
-            shape = self.spec.shapes[index[name]]
+        leaves = [None] * len(self.spec.leaf_names)
+        for i, value in self.spec.named_leaves(out, "the model's start function"):
+            shape = self.spec.shapes[i]
             value = np.asarray(value)
             want = ((value.shape[0],) if batched else ()) + shape
             if value.shape != want:
-                raise ValueError(f"the model's start function gives {name!r} shape {value.shape[batched:]}; "
-                                 f"the spec's is {shape}")
-            leaves[index[name]] = value if batched else value[None]
+                raise ValueError(f"the model's start function gives {self.spec.leaf_names[i]!r} shape "
+                                 f"{value.shape[batched:]}; the spec's is {shape}")
+            leaves[i] = value if batched else value[None]
         return leaves
 
     # -- output checks -----------------------------------------------------

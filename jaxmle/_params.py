@@ -150,16 +150,9 @@ class ParamSpec:
         if init is not None:
             if not isinstance(init, dict):
                 raise TypeError("init must be a dict with (some of) the spec's parameter names")
-            flat, _ = jax.tree_util.tree_flatten_with_path(lists_to_arrays(init))
-            index = {n: i for i, n in enumerate(self.leaf_names)}
-            for path, value in flat:
-                name = _path_name(path)
-                if name not in index:
-                    raise ValueError(
-                        f"init names unknown parameter {name!r}; the parameters are {self.leaf_names}"
-                    )
-                leaves[index[name]] = np.asarray(value, dtype=float)
-                given[index[name]] = True
+            for i, value in self.named_leaves(lists_to_arrays(init), "init"):
+                leaves[i] = np.asarray(value, dtype=float)
+                given[i] = True
         out = []
         for i, (name, con, shape, value) in enumerate(zip(self.leaf_names, self.constraints, self.shapes, leaves)):
             if value.shape == shape:
@@ -171,8 +164,8 @@ class ParamSpec:
                 raise ValueError(
                     f"init for {name!r} has shape {value.shape}; expected {want}"
                 )
-            # One array operation for all datasets' start values; the loop below only
-            # runs to describe the first bad one.
+            # One array operation for all datasets' start values; only the first bad
+            # one is described.
             ok = con.valid_rows(per)
             if not ok.all():
                 j = int(np.argmin(ok))
@@ -188,6 +181,20 @@ class ParamSpec:
             else:
                 per = per[0]
             out.append(per)
+        return out
+
+    def named_leaves(self, tree, what: str) -> list[tuple[int, object]]:
+        """(leaf index, value) for each leaf of a params dict, matched by its dotted name.
+
+        ``what`` names the source in the error for a name the spec does not have.
+        """
+        index = {n: i for i, n in enumerate(self.leaf_names)}
+        out = []
+        for path, value in jax.tree_util.tree_flatten_with_path(tree)[0]:
+            name = _path_name(path)
+            if name not in index:
+                raise ValueError(f"{what} names unknown parameter {name!r}; the parameters are {self.leaf_names}")
+            out.append((index[name], value))
         return out
 
     @staticmethod

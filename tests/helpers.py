@@ -88,3 +88,16 @@ def logistic_data(key, n, k, batch=None):
     beta = jnp.linspace(-1.0, 1.0, k)
     y = jax.random.bernoulli(ky, jax.nn.sigmoid(X @ beta)).astype(X.dtype)
     return {"X": X, "y": y}
+
+
+def counting_logistic_model(k=3):
+    """(model, traces): logistic regression whose log-density appends to ``traces`` each time
+    it is traced, for tests that a compiled program is reused."""
+    traces = []
+
+    def loglik(p, d):
+        traces.append(1)
+        eta = d["X"] @ p["beta"]
+        return d["y"] * eta - jnp.logaddexp(0.0, eta)
+
+    return jm.Model(loglik, {"beta": jnp.zeros(k)}), traces

@@ -10,7 +10,7 @@ from jax.scipy import stats
 
 import jaxmle as jm
 from jaxmle._batch import BatchFitter
-from helpers import logistic_data, logistic_model, normal_model
+from helpers import counting_logistic_model, logistic_data, logistic_model, normal_model
 
 
 def poisson_model():
@@ -202,14 +202,7 @@ def test_straggler_compaction_is_identical_to_plain_vmap():
 
 
 def test_compaction_does_not_retrace():
-    traces = []
-
-    def loglik(p, d):
-        traces.append(1)
-        eta = d["X"] @ p["beta"]
-        return d["y"] * eta - jnp.logaddexp(0.0, eta)
-
-    model = jm.Model(loglik, {"beta": jnp.zeros(3)})
+    model, traces = counting_logistic_model(3)
     data, mask = _heavy_tailed_logistic()
     jm.fit_batch(model, data, mask=mask, compact=True)
     after_first = len(traces)

@@ -11,6 +11,7 @@ import pytest
 from jax.scipy import stats
 
 import jaxmle as jm
+from helpers import counting_logistic_model
 
 RTOL = 1e-10
 
@@ -159,14 +160,7 @@ def test_chunked_map_fit_adds_the_prior_once():
 
 
 def test_no_retrace_for_a_second_dataset_of_the_same_shape():
-    traces = []
-
-    def loglik(p, d):
-        traces.append(1)
-        eta = d["X"] @ p["beta"]
-        return d["y"] * eta - jnp.logaddexp(0.0, eta)
-
-    model = jm.Model(loglik, {"beta": jnp.zeros(3)})
+    model, traces = counting_logistic_model(3)
     first = jm.fit(model, _logistic_data(seed=4), chunk_size=256)
     n_traces = len(traces)
     second = jm.fit(model, _logistic_data(seed=5), chunk_size=256)
