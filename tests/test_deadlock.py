@@ -77,7 +77,7 @@ SCRIPT = textwrap.dedent("""
 
 
 def _run(cases, devices, timeout=300):
-    env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+    env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=os.environ.get("XLA_FLAGS", "") + f" --xla_force_host_platform_device_count={devices}")
     out = subprocess.run([sys.executable, "-c", SCRIPT, *cases], capture_output=True, text=True,
                          timeout=timeout, env=env)
     assert out.returncode == 0, out.stderr[-3000:]

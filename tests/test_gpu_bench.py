@@ -33,7 +33,8 @@ ROW_KEYS = {
 def report(tmp_path_factory):
     out = tmp_path_factory.mktemp("gpu_bench") / "gpu_cpu_small.json"
     env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(ROOT))
-    env.pop("XLA_FLAGS", None)      # one CPU device, as on a plain machine
+    # One CPU device, as on a plain machine (conftest's compile-time options kept).
+    env["XLA_FLAGS"] = " ".join(f for f in env.get("XLA_FLAGS", "").split() if "device_count" not in f)
     proc = subprocess.run(
         [sys.executable, str(SCRIPT), "--small", "--out", str(out), "--problems", ",".join(PROBLEMS),
          "--dtypes", ",".join(DTYPES)],

@@ -150,7 +150,9 @@ def test_fit_batch_with_padding_equals_single_fits():
                 np.testing.assert_allclose(single.params[k], one.params[k], rtol=1e-10)
                 np.testing.assert_allclose(single.stderr[k], one.stderr[k], rtol=1e-8)
             np.testing.assert_allclose(single.loglik, one.loglik, rtol=1e-12)
-            assert int(single.n_iter) == int(one.n_iter)
+            # The single and the vmapped program round differently; at the stopping
+            # rule's threshold that can cost one more step.
+            assert abs(int(single.n_iter) - int(one.n_iter)) <= 1
 
 
 def test_known_sigma_is_fixed():

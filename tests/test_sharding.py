@@ -40,7 +40,7 @@ SCRIPT = textwrap.dedent("""
 
 
 def test_sharded_over_four_host_devices_equals_one_device():
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu")
+    env = dict(os.environ, XLA_FLAGS=os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu")
     out = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, timeout=300, env=env)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "SHARDED-OK" in out.stdout
@@ -51,8 +51,15 @@ def test_chunked_equals_single_call():
     whole = jm.fit_batch(normal_model(), xs)
     chunked = jm.fit_batch(normal_model(), xs, chunk_size=256, progress=False)
     assert len(chunked) == 1003
+    # Counts and statuses exactly; values to rounding (XLA compiles a 256-lane program
+    # apart from a 1,003-lane one and need not round alike in both; the gradient norm at
+    # the optimum is rounding itself, hence the absolute tolerance).
     for a, b in zip(jax.tree_util.tree_leaves(whole), jax.tree_util.tree_leaves(chunked)):
-        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+        a, b = np.asarray(a), np.asarray(b)
+        if np.issubdtype(a.dtype, np.floating):
+            np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+        else:
+            np.testing.assert_array_equal(a, b)
 
 
 def test_chunk_size_validation():
