@@ -24,8 +24,8 @@ from ._chunks import Streamed
 from ._solve import loop_body, loop_start
 from ._status import RUNNING
 from .optimizers._base import descent_direction, failed_if
-from .optimizers.newton import (NewtonState, boundary_step, cholesky_step, dogleg_step, judge_trial,
-                                newton_direction)
+from .optimizers.newton import boundary_step, dogleg_step, judge_trial, newton_direction
+from .optimizers.newton import newton_state as make_newton_state
 
 
 class _Replay(_opt.Optimizer):
@@ -67,12 +67,12 @@ def newton_state(z, f, g, H, radius, D):
     """A ``NewtonState`` at z, the scaling D grown by H's diagonal as ``Newton`` does."""
     diag = jnp.sqrt(jnp.abs(jnp.diagonal(H)))
     D = jnp.maximum(D, jnp.where(jnp.isfinite(diag), diag, 0.0))
-    return NewtonState(z, f, g, H, _linalg.cholesky(H), radius, D)
+    return make_newton_state(z, f, g, H, _linalg.cholesky(H), radius, D)
 
 
 @jax.jit
 def _newton_dir(st):
-    return descent_direction(st.grad, newton_direction(st.hess, st.grad, st.chol))
+    return descent_direction(st.grad, newton_direction(st.hess, st.grad, st.chol, st.newton))
 
 
 @jax.jit
@@ -80,7 +80,8 @@ def _tr_newton(st):
     """The scaled problem of ``Newton._trust_region_step``: (Hs, gs, Newton step, usable)."""
     D = st.scale
     Hs, gs = st.hess / jnp.outer(D, D), st.grad / D
-    p_newton, newton_ok = cholesky_step(st.chol / D[:, None], gs)
+    p_newton = D * st.newton
+    newton_ok = jnp.all(jnp.isfinite(p_newton))
     return Hs, gs, p_newton, newton_ok
 
 

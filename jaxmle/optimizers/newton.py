@@ -34,12 +34,23 @@ class NewtonState(NamedTuple):
     chol: jax.Array      # its Cholesky factor, NaN where it is not positive definite
     radius: jax.Array    # trust radius in the scaled norm ||D p||
     scale: jax.Array     # D: running max of sqrt|diag H|
+    newton: jax.Array    # the Newton step -H^-1 g, NaN where H is not positive definite
+
+
+def newton_state(z, f, g, H, chol, radius, D) -> NewtonState:
+    """The state at z, with its Newton step solved once from the Cholesky factor.
+
+    The trust-region step and the stopping rule (decrement, step size) both read the
+    step from here: one solve per iteration, not one for each.
+    """
+    step, ok = cholesky_step(chol, g)
+    return NewtonState(z, f, g, H, chol, radius, D, jnp.where(ok, step, jnp.nan))
 
 
 _cholesky = _linalg.cholesky
 
 
-def newton_direction(H, g, chol=None):
+def newton_direction(H, g, chol=None, d_chol=None):
     """Newton direction -H^-1 g, with the eigenvalue fix when H is not positive definite.
 
     The Cholesky solve is the fast path. Fits where it fails use the eigenvalue fix
@@ -51,11 +62,12 @@ def newton_direction(H, g, chol=None):
     intermittently deadlocked XLA:CPU on repeated execution.
     """
     H = 0.5 * (H + H.T)
-    L = _cholesky(H) if chol is None else chol
-    ok = jnp.all(jnp.isfinite(L))
     eye = jnp.eye(H.shape[0], dtype=H.dtype)
-    d_chol = -_linalg.cho_solve(jnp.where(ok, L, eye), g)
-    use_chol = ok & jnp.all(jnp.isfinite(d_chol))
+    if d_chol is None:      # else the caller's -H^-1 g from the Cholesky factor (NaN if none)
+        L = _cholesky(H) if chol is None else chol
+        ok = jnp.all(jnp.isfinite(L))
+        d_chol = jnp.where(ok, -_linalg.cho_solve(jnp.where(ok, L, eye), g), jnp.nan)
+    use_chol = jnp.all(jnp.isfinite(d_chol))
 
     def fix(c):
         return jnp.zeros((), bool), modified_newton_direction(jnp.where(c[0], H, eye), g)
@@ -220,11 +232,10 @@ class Newton(Optimizer):
         D = jnp.where((D > 0) & jnp.isfinite(D), D, 1.0)
         dz = jnp.linalg.norm(D * z0)
         radius = self.initial_radius * jnp.where(dz > 0, dz, 1.0)
-        return NewtonState(z0, f, g, H, _cholesky(H), radius, D), info(1, 1, 1)
+        return newton_state(z0, f, g, H, _cholesky(H), radius, D), info(1, 1, 1)
 
     def newton_step(self, state: NewtonState):
-        step, ok = cholesky_step(state.chol, state.grad)
-        return jnp.where(ok, -step, jnp.nan)
+        return -state.newton
 
     def hessian(self, state: NewtonState):
         return state.hess
@@ -238,8 +249,9 @@ class Newton(Optimizer):
         z0, f0, g0, H = state.z, state.f, state.grad, state.hess
         D = state.scale
         Hs, gs = _scaled(H, g0, D)
-        # The Cholesky factor of D^-1 H D^-1 is D^-1 L.
-        p_newton, newton_ok = cholesky_step(state.chol / D[:, None], gs)
+        # The Newton step of the scaled problem (D^-1 H D^-1) q = -g / D is q = D p.
+        p_newton = D * state.newton
+        newton_ok = jnp.all(jnp.isfinite(p_newton))
         # Rounding noise in f scales with its terms, not with |f| (which can cancel to ~0).
         slack = 4 * jnp.finfo(f0.dtype).eps * jnp.maximum(1.0, jnp.abs(f0))
 
@@ -280,12 +292,12 @@ class Newton(Optimizer):
         D = jnp.maximum(D, jnp.where(jnp.isfinite(diag), diag, 0.0))
         extra = redo.astype(jnp.int32)
         # The first trial came with the full pass; each retry cost one objective value.
-        new = NewtonState(z, f, g, Hn, chol, radius, D)
+        new = newton_state(z, f, g, Hn, chol, radius, D)
         return new, info(k + extra, 1 + extra, 1 + extra, failed_if(~ok))
 
     def _line_search_step(self, objective, state, data, active):
         z0, g0 = state.z, state.grad
-        d = descent_direction(g0, newton_direction(state.hess, g0, state.chol))
+        d = descent_direction(g0, newton_direction(state.hess, g0, state.chol, state.newton))
         # The full step is tried with the (f, gradient, Hessian) pass the next step
         # needs anyway, so an accepted full step (the common case) costs one pass
         # and no separate objective evaluation.
@@ -306,5 +318,5 @@ class Newton(Optimizer):
         f, g, H = (jnp.where(ok, a, b) for a, b in ((f, state.f), (g, g0), (H, state.hess)))
         chol = jnp.where(ok, _cholesky(H), state.chol)
         extra = redo.astype(jnp.int32)
-        new = NewtonState(z, f, g, H, chol, state.radius, state.scale)
+        new = newton_state(z, f, g, H, chol, state.radius, state.scale)
         return new, info(n_ls + extra, 1 + extra, 1 + extra, failed_if(~ok))
