@@ -68,7 +68,8 @@ def stages(B: int) -> dict:
 
     t_ready, ready = best(lambda: f.ready(data, None))
     t_start, carry = best(lambda: f.start(z0, fixed, ready, None))
-    t_loop, done = best(lambda: f.advance(carry, z0, fixed, ready, None, jnp.int32(0), jnp.int32(2**31 - 1)))
+    t_loop, (done, _, _) = best(lambda: f.advance(carry, z0, fixed, ready, None, jnp.int32(0), jnp.int32(2**31 - 1),
+                                                  jnp.int32(0)))
     t_finish, _ = best(lambda: f.finish(done, z0, fixed, ready, None))
     return {"ready s": t_ready, "start pass s": t_start, "loop s": t_loop, "finish s": t_finish,
             "max iterations": int(np.max(np.asarray(done.n_iter)))}
