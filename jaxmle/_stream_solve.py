@@ -24,7 +24,7 @@ from ._chunks import Streamed
 from ._solve import loop_body, loop_start
 from ._status import RUNNING
 from .optimizers._base import descent_direction, failed_if
-from .optimizers.newton import boundary_step, dogleg_step, judge_trial, newton_direction
+from .optimizers.newton import boundary_step, dogleg_step, judge_trial, newton_direction, scaled_problem
 from .optimizers.newton import newton_state as make_newton_state
 
 
@@ -72,17 +72,11 @@ def newton_state(z, f, g, H, radius, D):
 
 @jax.jit
 def _newton_dir(st):
-    return descent_direction(st.grad, newton_direction(st.hess, st.grad, st.chol, st.newton))
+    return descent_direction(st.grad, newton_direction(st.hess, st.grad, st.newton))
 
 
-@jax.jit
-def _tr_newton(st):
-    """The scaled problem of ``Newton._trust_region_step``: (Hs, gs, Newton step, usable)."""
-    D = st.scale
-    Hs, gs = st.hess / jnp.outer(D, D), st.grad / D
-    p_newton = D * st.newton
-    newton_ok = jnp.all(jnp.isfinite(p_newton))
-    return Hs, gs, p_newton, newton_ok
+# The scaled problem of ``Newton._trust_region_step``: (Hs, gs, Newton step, usable).
+_tr_newton = jax.jit(scaled_problem)
 
 
 _dogleg = jax.jit(dogleg_step)

@@ -50,10 +50,11 @@ def newton_state(z, f, g, H, chol, radius, D) -> NewtonState:
 _cholesky = _linalg.cholesky
 
 
-def newton_direction(H, g, chol=None, d_chol=None):
+def newton_direction(H, g, d_chol):
     """Newton direction -H^-1 g, with the eigenvalue fix when H is not positive definite.
 
-    The Cholesky solve is the fast path. Fits where it fails use the eigenvalue fix
+    ``d_chol`` is -H^-1 g from the Cholesky factor (``NewtonState.newton``: NaN where H
+    is not positive definite), the fast path. Fits where it is NaN use the eigenvalue fix
     (``modified_newton_direction``), computed only when some fit needs it, so a
     batch of positive-definite Hessians costs its Cholesky factorisations alone.
     The eigendecomposition comes after the Cholesky solve, which keeps the LAPACK
@@ -63,10 +64,6 @@ def newton_direction(H, g, chol=None, d_chol=None):
     """
     H = 0.5 * (H + H.T)
     eye = jnp.eye(H.shape[0], dtype=H.dtype)
-    if d_chol is None:      # else the caller's -H^-1 g from the Cholesky factor (NaN if none)
-        L = _cholesky(H) if chol is None else chol
-        ok = jnp.all(jnp.isfinite(L))
-        d_chol = jnp.where(ok, -_linalg.cho_solve(jnp.where(ok, L, eye), g), jnp.nan)
     use_chol = jnp.all(jnp.isfinite(d_chol))
 
     def fix(c):
@@ -158,7 +155,7 @@ def trust_region_step(H, g, p_newton, newton_ok, radius):
     """The trust-region step for gradient g, Hessian H (both already scaled) and radius.
 
     A positive-definite H (``newton_ok``) takes the dogleg path built from the Newton
-    step ``p_newton`` (``cholesky_step``, computed once per iteration by the caller):
+    step ``p_newton`` (``scaled_problem``, from the state's step):
     no further factorisation, however often the radius shrinks. Otherwise the exact
     subproblem (``boundary_step``, an eigendecomposition) is solved, under vmap only
     in iterations where some fit has an indefinite Hessian. (Recomputing the Newton
@@ -199,8 +196,12 @@ def judge_trial(f0, g0, H, p, pn, f_new, radius, slack):
     return ok, hopeless, radius
 
 
-def _scaled(H, g, D):
-    return H / jnp.outer(D, D), g / D
+def scaled_problem(state: NewtonState):
+    """The trust region's problem in the scaled variables q = D p: (D^-1 H D^-1, g / D,
+    its Newton step D (-H^-1 g), whether that step is usable)."""
+    D = state.scale
+    p_newton = D * state.newton
+    return state.hess / jnp.outer(D, D), state.grad / D, p_newton, jnp.all(jnp.isfinite(p_newton))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -248,10 +249,7 @@ class Newton(Optimizer):
     def _trust_region_step(self, objective, state, data, active):
         z0, f0, g0, H = state.z, state.f, state.grad, state.hess
         D = state.scale
-        Hs, gs = _scaled(H, g0, D)
-        # The Newton step of the scaled problem (D^-1 H D^-1) q = -g / D is q = D p.
-        p_newton = D * state.newton
-        newton_ok = jnp.all(jnp.isfinite(p_newton))
+        Hs, gs, p_newton, newton_ok = scaled_problem(state)
         # Rounding noise in f scales with its terms, not with |f| (which can cancel to ~0).
         slack = 4 * jnp.finfo(f0.dtype).eps * jnp.maximum(1.0, jnp.abs(f0))
 
@@ -297,7 +295,7 @@ class Newton(Optimizer):
 
     def _line_search_step(self, objective, state, data, active):
         z0, g0 = state.z, state.grad
-        d = descent_direction(g0, newton_direction(state.hess, g0, state.chol, state.newton))
+        d = descent_direction(g0, newton_direction(state.hess, g0, state.newton))
         # The full step is tried with the (f, gradient, Hessian) pass the next step
         # needs anyway, so an accepted full step (the common case) costs one pass
         # and no separate objective evaluation.
