@@ -1,4 +1,8 @@
-"""The ``jaxmle`` command line."""
+"""The ``jaxmle`` command line.
+
+Nothing heavy is imported at module level: JAX and the fitting modules are imported
+inside the commands, so ``jaxmle --version`` and ``--help`` answer at once.
+"""
 
 from __future__ import annotations
 
@@ -8,11 +12,18 @@ import io
 import sys
 import warnings
 
-import numpy as np
-
 from . import __version__
-from ._profile import profile_intervals
-from .optimizers import general_methods
+
+# The built-in methods that work on any model (jaxmle.optimizers.general_methods()),
+# spelled out so that building the parser does not import JAX; a test keeps them equal.
+GENERAL_METHODS = ("newton", "bfgs", "lbfgs", "adam", "gd")
+
+
+def _general_methods() -> list[str]:
+    """The methods the parser offers: the registry's, once jaxmle.optimizers is loaded
+    (methods registered with jm.optimizers.register are in it), else the built-in ones."""
+    opt = sys.modules.get(f"{__package__}.optimizers")
+    return list(opt.general_methods()) if opt is not None else list(GENERAL_METHODS)
 
 
 def _positive_int(text):
@@ -35,14 +46,14 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--seed", type=int, default=0, help="catalogue seed (default 0)")
     d.add_argument("--compare", type=int, default=200,
                    help="stars fitted by a scipy loop for comparison (0 to skip; default 200)")
-    d.add_argument("--method", default="newton", choices=general_methods())
+    d.add_argument("--method", default="newton", choices=_general_methods())
     d.add_argument("--float32", action="store_true", help="compute in float32 (the fast path on GPUs; measured slower than float64 on a 2-core CPU)")
 
     b = sub.add_parser("bench", help="compare optimizers on the benchmark problems")
     b.add_argument("--problem", default="quick",
                    help="a problem name, 'quick' (default: normal, logistic_illcond, banana; about a "
                         "minute) or 'all' (every problem, about 15 minutes on a 2-core CPU)")
-    b.add_argument("--methods", nargs="+", default=None, help=f"methods (default: {' '.join(general_methods())})")
+    b.add_argument("--methods", nargs="+", default=None, help=f"methods (default: {' '.join(_general_methods())})")
     b.add_argument("--batch", type=_positive_int, default=None,
                    help="fit N copies of each dataset as one batch and report fits/s")
     b.add_argument("--repeats", type=_positive_int, default=3)
@@ -107,6 +118,8 @@ def _read_column(path: str, column: str, dropna: bool = False):
     Blank cells and NA-like cells (NA, N/A, NaN, null, None, -) are an error naming
     the line, unless ``dropna``: then those rows are dropped and reported.
     """
+    import numpy as np
+
     try:
         with open(path, newline="") as fh:
             text = fh.read()
@@ -142,6 +155,8 @@ def _read_column(path: str, column: str, dropna: bool = False):
 
 def _profile_table(res, level: float) -> str:
     """Profile-likelihood intervals of the free parameters as a text table."""
+    from ._profile import profile_intervals
+
     flat, edge = profile_intervals(res, level)
     lines = [f"profile-likelihood {level:.3g} intervals (the table's are Wald):",
              f"{'':>14}{'lower':>11}{'upper':>11}"]
@@ -154,6 +169,9 @@ def _profile_table(res, level: float) -> str:
 def _cmd_fit(args) -> int:
     import json
 
+    import numpy as np
+
+    from ._status import Status
     from .distributions import fit_distribution, get
 
     get(args.dist)   # unknown names fail before the file is read
@@ -180,7 +198,7 @@ def _cmd_fit(args) -> int:
         out = {
             "distribution": args.dist, "n_obs": int(res.n_obs), "dropped_rows": len(dropped),
             "loglik": float(res.loglik), "aic": float(res.aic), "bic": float(res.bic),
-            "status": int(res.status),
+            "status": Status(int(res.status)).name,
             "params": {k: np.asarray(v).tolist() for k, v in res.params.items()},
             "stderr": {k: np.asarray(v).tolist() for k, v in res.stderr.items()},
             "conf_int": {k: np.asarray(v).tolist() for k, v in ci.items()},
@@ -205,13 +223,14 @@ def _cmd_bench(args) -> int:
     import jax.numpy as jnp
 
     from . import bench
+    from . import optimizers as _optimizers
 
     suites = {"all": list(bench.problems.PROBLEMS), "quick": list(bench.problems.QUICK)}
     names = suites.get(args.problem, [args.problem])
     for n in names:
         if n not in bench.problems.PROBLEMS:
             raise CLIError(f"unknown problem {n!r}; known: {', '.join(bench.problems.PROBLEMS)}, quick, all")
-    known = general_methods()
+    known = _optimizers.general_methods()
     methods = args.methods or known
     for m in methods:
         if m not in known:
