@@ -115,7 +115,10 @@ def status_names(codes):
 
 
 def to_dict(res, level: float = 0.95) -> dict:
-    """Everything a report needs as plain Python values; see ``FitResult.to_dict``."""
+    """Everything a report needs as plain Python values; see ``FitResult.to_dict``.
+
+    Host NumPy throughout (the result's arrays are copied to the host, nothing compiles).
+    """
     ci = np.asarray(wald_interval(res.estimate_flat, res.stderr_flat, level))
     out = {
         "model": res.model.name,
@@ -156,7 +159,10 @@ def _pandas():
 
 
 def to_frame(res, level: float = 0.95):
-    """A pandas DataFrame: one row per parameter (single fit) or per dataset (batch)."""
+    """A pandas DataFrame: one row per parameter (single fit) or per dataset (batch).
+
+    A single fit's status name is in ``df.attrs["status"]``; a batch has a status column.
+    """
     pd = _pandas()
     est = np.asarray(res.estimate_flat)
     se = np.asarray(res.stderr_flat)
@@ -167,6 +173,7 @@ def to_frame(res, level: float = 0.95):
         df = pd.DataFrame({"estimate": est, "stderr": se, "z": z, "p": p,
                            "lower": ci[:, 0], "upper": ci[:, 1]},
                           index=pd.Index(names, name="parameter"))
+        df.attrs["status"] = status_names(res.status)
     else:
         cols: dict[str, Any] = {"status": status_names(res.status), "converged": np.asarray(res.converged),
                                 "loglik": np.asarray(res.loglik), "n_obs": np.asarray(res.n_obs),
@@ -246,7 +253,7 @@ def _rebuild_spec(entries: list) -> ParamSpec:
 def save(res, path, fields: tuple, batched: bool) -> None:
     """Write a result's arrays and a JSON header to one ``.npz`` (no pickle)."""
     arrays: dict = {}
-    layout = {f: _pack(getattr(res, f), arrays) for f in fields}
+    layout = {f: _pack(res._field(f), arrays) for f in fields}
     groups = getattr(res, "groups", None)
     meta = {
         "format": FORMAT, "kind": "BatchFitResult" if batched else "FitResult",
@@ -286,6 +293,6 @@ def load(path) -> dict:
 def state(res, fields: tuple) -> dict:
     """What pickling keeps: the fields as numpy arrays, the detached model, the labels."""
     to_np = lambda t: None if t is None else jax.tree_util.tree_map(np.asarray, t)  # noqa: E731
-    return {"fields": {f: to_np(getattr(res, f)) for f in fields}, "model": DetachedModel.of(res.model),
+    return {"fields": {f: to_np(res._field(f)) for f in fields}, "model": DetachedModel.of(res.model),
             "method": res.method, "n_terms": res._n_terms, "starts": res.starts,
             "groups": getattr(res, "groups", None), "group_key": getattr(res, "group_key", None)}

@@ -11,7 +11,7 @@ import numpy as np
 from . import _io, _postfit, _profile_curve, _solve, _stats, _summary
 from ._io import DetachedError, DetachedModel, detached_message
 from ._profile import profile_intervals
-from ._status import Status, message
+from ._status import Status
 
 # Standard errors in float32 carry ~3-4 significant digits at best: say so once per process.
 _FLOAT32_WARNED = {"done": False}
@@ -37,13 +37,48 @@ FIELDS = ("params", "z", "fixed", "loglik", "logpost", "status", "n_iter", "grad
 
 
 def _absent(name, lead, k, like):
-    """The value of a field that a closed-form result does not compute (k natural elements)."""
-    nan = lambda shape=(): jnp.full(lead + shape, jnp.nan)  # noqa: E731
+    """The value of a field that a closed-form result does not compute (k natural elements).
+
+    Host arrays, in the log-likelihood's floating dtype: building them runs no XLA program.
+    """
+    dtype = np.dtype(like.dtype) if hasattr(like, "dtype") else np.dtype(np.float64)
+    dtype = dtype if np.issubdtype(dtype, np.floating) else np.dtype(np.float64)
+    nan = lambda shape=(): np.full(lead + shape, np.nan, dtype)  # noqa: E731
     return {
-        "fixed": [], "logpost": like, "n_iter": jnp.zeros(lead, jnp.int32), "grad_norm": nan(),
-        "cov": nan((k, k)), "cond": nan(), "boundary": jnp.zeros(lead + (k,), bool),
-        "evals": jnp.zeros(lead + (3,), jnp.int32), "trace": None,
+        "fixed": [], "logpost": like, "n_iter": np.zeros(lead, np.int32), "grad_norm": nan(),
+        "cov": nan((k, k)), "cond": nan(), "boundary": np.zeros(lead + (k,), bool),
+        "evals": np.zeros(lead + (3,), np.int32), "trace": None,
     }[name]
+
+
+def _host(tree):
+    """A field as host NumPy arrays; a traced field (a result inside jit/vmap) as it is.
+
+    ``np.asarray`` of a JAX array copies it to the host once (the array caches the
+    copy) and runs no XLA program: reporting computes with NumPy from here on.
+    """
+    if tree is None:
+        return None
+    leaves = jax.tree_util.tree_leaves(tree)
+    if any(isinstance(leaf, jax.core.Tracer) for leaf in leaves):
+        return tree
+    return jax.tree_util.tree_map(np.asarray, tree)
+
+
+class _Take:
+    """Dataset ``i`` of a batch's data (or mask), sliced when first asked for.
+
+    ``batch[i]`` reports from its fields alone; the data matter only to refits
+    (profile intervals, sandwich covariances), so slicing them waits until then.
+    """
+
+    __slots__ = ("tree", "i")
+
+    def __init__(self, tree, i):
+        self.tree, self.i = tree, i
+
+    def get(self):
+        return jax.tree_util.tree_map(lambda a: a[self.i], self.tree)
 
 
 class _ResultBase:
@@ -62,10 +97,13 @@ class _ResultBase:
             raise ValueError(f"result fields mismatch: {sorted(unknown)}")
         # Closed-form results and user code may hand in plain dicts: keep the spec's order.
         fields = dict(fields, params=model.spec.coerce(fields["params"]))
-        init = dict(fields, model=model, method=method, _data=data, _mask=mask, _n_terms=n_terms,
+        if isinstance(fields["status"], int):  # a jm.Status or int: stored as the int32 array a fit gives
+            fields["status"] = np.asarray(int(fields["status"]), np.int32)
+        init = dict(fields, model=model, method=method, _data_src=data, _mask_src=mask, _n_terms=n_terms,
                     starts=starts, _memo={}, groups=groups, group_key=group_key)
-        for name, value in init.items():
-            object.__setattr__(self, name, value)
+        # Written past __setattr__ (results are immutable); ``status``, ``_data`` and
+        # ``_mask`` are properties over the stored values.
+        self.__dict__.update(init)
 
     def __setattr__(self, name, value):
         raise AttributeError(f"{type(self).__name__} is immutable; build a new result instead")
@@ -77,11 +115,29 @@ class _ResultBase:
         return _io.state(self, FIELDS)
 
     def __setstate__(self, state):
-        init = dict(state["fields"], model=state["model"], method=state["method"], _data=None,
-                    _mask=None, _n_terms=state["n_terms"], starts=state["starts"], _memo={},
+        init = dict(state["fields"], model=state["model"], method=state["method"], _data_src=None,
+                    _mask_src=None, _n_terms=state["n_terms"], starts=state["starts"], _memo={},
                     groups=state["groups"], group_key=state["group_key"])
-        for name, value in init.items():
-            object.__setattr__(self, name, value)
+        self.__dict__.update(init)
+
+    def _field(self, name: str):
+        """A field as stored (``status`` as the int32 array the fit returned)."""
+        return self.__dict__[name]
+
+    @property
+    def _data(self):
+        """The data the fit saw (None for a detached result); ``batch[i]`` slices on first use."""
+        src = self.__dict__["_data_src"]
+        if isinstance(src, _Take):
+            src = self.__dict__["_data_src"] = src.get()
+        return src
+
+    @property
+    def _mask(self):
+        src = self.__dict__["_mask_src"]
+        if isinstance(src, _Take):
+            src = self.__dict__["_mask_src"] = src.get()
+        return src
 
     @property
     def detached(self) -> bool:
@@ -138,14 +194,14 @@ class _ResultBase:
 
         ``given`` needs at least params, z, loglik, status and n_obs.
         """
-        lead = jnp.shape(given["loglik"])
+        lead = np.shape(given["loglik"])
         k = len(model.param_names)
         fields = {f: given[f] if f in given else _absent(f, lead, k, given["loglik"])
                   for f in FIELDS}
         return cls(model, method, fields)
 
     def tree_flatten(self):
-        return tuple(getattr(self, f) for f in FIELDS), (self.model, self.method)
+        return tuple(self._field(f) for f in FIELDS), (self.model, self.method)
 
     @classmethod
     def tree_unflatten(cls, aux, children):
@@ -153,9 +209,18 @@ class _ResultBase:
 
     # -- plain fields --------------------------------------------------------
     @property
+    def status(self):
+        """The fit's ``jm.Status``: an IntEnum for one fit, an int32 array (B,) of codes for a batch."""
+        return self._field("status")
+
+    @property
     def converged(self):
-        """True where the fit met the stopping rule with a valid optimum."""
-        return self.status == Status.CONVERGED
+        """True where the fit met the stopping rule with a valid optimum (a bool; a bool array for a batch)."""
+        code = _host(self._field("status"))
+        if isinstance(code, jax.core.Tracer):
+            return code == Status.CONVERGED
+        ok = np.asarray(code) == Status.CONVERGED
+        return bool(ok) if ok.ndim == 0 else ok
 
     @property
     def param_names(self) -> list[str]:
@@ -187,18 +252,19 @@ class _ResultBase:
     # -- inference -------------------------------------------------------------
     @property
     def estimate_flat(self):
-        """Free natural-scale estimates as one flat vector (last axis), as ``cov``."""
+        """Free natural-scale estimates as one flat vector (last axis), as ``cov`` (NumPy)."""
         spec = self.model.spec
-        leaves = jax.tree_util.tree_leaves(self.params)
-        lead = jnp.shape(self.loglik)
-        return jnp.concatenate(
-            [jnp.reshape(v, lead + (-1,)) for v, f in zip(leaves, spec.is_fixed) if not f], axis=-1
+        leaves = jax.tree_util.tree_leaves(_host(self.params))
+        lead = np.shape(self.loglik)
+        xp = jnp if any(isinstance(v, jax.core.Tracer) for v in leaves) else np
+        return xp.concatenate(
+            [xp.reshape(v, lead + (-1,)) for v, f in zip(leaves, spec.is_fixed) if not f], axis=-1
         )
 
     def _se_flat(self):
         if self.cov is None:
-            return jnp.full(jnp.shape(self.loglik) + (len(self.param_names),), jnp.nan, self.dtype)
-        return _stats.flat_stderr(self.cov)
+            return np.full(np.shape(self.loglik) + (len(self.param_names),), np.nan, self.dtype)
+        return _stats.flat_stderr(_host(self.cov))
 
     @property
     def hessian_skipped(self) -> bool:
@@ -310,7 +376,7 @@ class _ResultBase:
     @property
     def stderr_robust(self):
         """Sandwich standard errors shaped like ``params``."""
-        return self.model.spec.flat_to_tree(_stats.flat_stderr(self.cov_robust))
+        return self.model.spec.flat_to_tree(_stats.flat_stderr(_host(self.cov_robust)))
 
     def derived(self, fn, level: float | None = None, method: str = "delta"):
         """(estimate, stderr) of ``fn(params)`` by the delta method; with ``level``, also
@@ -348,17 +414,23 @@ class _ResultBase:
         """Plot the profile of one parameter with the MLE and the CI cut marked (matplotlib)."""
         return _profile_curve.plot_profile(self, name, ax=ax, level=level, n_points=n_points, bound=bound)
 
+    def _criteria(self):
+        return _stats.information_criteria(_host(self.loglik), self.k, _host(self.n_obs))
+
     @property
     def aic(self):
-        return _stats.information_criteria(self.loglik, self.k, self.n_obs)[0]
+        """Akaike's information criterion, 2k - 2 loglik."""
+        return self._criteria()[0]
 
     @property
     def bic(self):
-        return _stats.information_criteria(self.loglik, self.k, self.n_obs)[1]
+        """The Bayesian information criterion, k log(n_obs) - 2 loglik."""
+        return self._criteria()[1]
 
     @property
     def aicc(self):
-        return _stats.information_criteria(self.loglik, self.k, self.n_obs)[2]
+        """AIC with the small-sample correction (inf where n_obs <= k + 1)."""
+        return self._criteria()[2]
 
 
 @jax.tree_util.register_pytree_node_class
@@ -380,6 +452,20 @@ class FitResult(_ResultBase):
             running off to infinity (status ``AT_BOUNDARY``).
     """
 
+    @property
+    def status(self):
+        """Why the fit stopped, a ``jm.Status`` (an IntEnum: ``int(res.status)`` and
+        ``res.status == jm.Status.CONVERGED`` work as on the code). Inside a JAX transform
+        the stored int32 value is returned as it is."""
+        code = self._field("status")
+        if isinstance(code, jax.core.Tracer):
+            return code
+        try:
+            arr = np.asarray(code)
+            return Status(int(arr)) if arr.ndim == 0 else code
+        except (TypeError, ValueError):  # not a code: a placeholder leaf of a tree transform
+            return code
+
     def summary(self, level: float = 0.95) -> str:
         """A statsmodels-like text table of estimates, errors, z, p and intervals."""
         return _summary.single(self, level)
@@ -392,7 +478,9 @@ class FitResult(_ResultBase):
 class BatchFitResult(_ResultBase):
     """The result of ``jm.fit_batch``: every field of ``FitResult`` with a leading axis B.
 
-    ``batch[i]`` is the i-th fit as a ``FitResult``.
+    ``batch[i]`` is the i-th fit as a ``FitResult`` (its fields host NumPy arrays).
+    ``batch.status`` is the int32 array (B,) of ``jm.Status`` codes; ``batch[i].status``
+    and ``status_counts()`` give them as ``jm.Status`` members and names.
     """
 
     def __len__(self):
@@ -404,9 +492,11 @@ class BatchFitResult(_ResultBase):
         n = len(self)
         if not -n <= i < n:
             raise IndexError(f"index {i} out of range for a batch of {n} fits")
-        take = lambda t: None if t is None else jax.tree_util.tree_map(lambda a: a[i], t)  # noqa: E731
-        fields = {f: take(getattr(self, f)) for f in FIELDS}
-        return FitResult(self.model, self.method, fields, data=take(self._data), mask=take(self._mask),
+        # Host slices of the fields (no XLA program); the data are sliced when a refit asks.
+        take = lambda t: None if t is None else jax.tree_util.tree_map(lambda a: a[i, ...], _host(t))  # noqa: E731
+        fields = {f: take(self._field(f)) for f in FIELDS}
+        lazy = lambda t: None if t is None else _Take(t, i)  # noqa: E731
+        return FitResult(self.model, self.method, fields, data=lazy(self._data), mask=lazy(self._mask),
                          n_terms=self._n_terms)
 
     def group(self, label) -> FitResult:
@@ -419,6 +509,7 @@ class BatchFitResult(_ResultBase):
             raise KeyError(f"no group {label!r} in this batch") from None
 
     def status_counts(self) -> dict[str, int]:
+        """{status name: number of fits} for the statuses that occur."""
         codes = np.asarray(self.status)
         return {s.name: int((codes == s).sum()) for s in Status if (codes == s).any()}
 

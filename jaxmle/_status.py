@@ -10,6 +10,9 @@ import numpy as np
 class Status(enum.IntEnum):
     """Why a fit stopped. Inside JAX these are int32 values; compare with ``==``.
 
+    ``FitResult.status`` is a member (``str`` gives its name); ``BatchFitResult.status``
+    is the int32 array of codes.
+
     Example:
         >>> res = jm.fit(model, x)
         >>> res.status == jm.Status.CONVERGED
@@ -22,6 +25,10 @@ class Status(enum.IntEnum):
     HESSIAN_NOT_PD = 4
     AT_BOUNDARY = 5
     PRECISION_LIMIT = 6
+
+    def __str__(self) -> str:
+        # print(res.status) shows the name; int(), ==, %d and :d still give the code.
+        return self.name
 
 
 # Internal lane state while the loop runs; never reported to users.
