@@ -10,7 +10,8 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
-from ._solve import Stages, ready_data
+from ._compile import jit, lazy_jit
+from ._solve import Stages, conclude, ready_data
 from ._status import RUNNING
 
 
@@ -60,9 +61,12 @@ class BatchFitter:
         self.compact, self.min_bucket = compact, min_bucket
         model = stages.model
         # The data is made ready (masked entries replaced, model.prepare applied) once.
-        self.ready = jax.jit(jax.vmap(lambda d, m: ready_data(model, d, m), in_axes=ax[2:]))
-        self.start = jax.jit(jax.vmap(stages.start, in_axes=ax))
-        self.finish = jax.jit(jax.vmap(stages.finish, in_axes=(0,) + ax))
+        self.ready = jit(jax.vmap(lambda d, m: ready_data(model, d, m), in_axes=ax[2:]))
+        self.start = jit(jax.vmap(stages.start, in_axes=ax))
+        self.finish = jit(jax.vmap(stages.finish, in_axes=(0,) + ax))
+        # Compiled only when some fit has a coordinate that looks unidentified (conclude).
+        if hasattr(stages, "probes"):
+            self.probes = jit(jax.vmap(stages.probes, in_axes=(0, 0, 0, 0) + ax))
         body = jax.vmap(stages.body, in_axes=(0,) + ax)
 
         def advance(carry, z0, fixed, data, mask, threshold, max_steps, grace):
@@ -87,7 +91,7 @@ class BatchFitter:
             zero = jnp.zeros((), jnp.int32)
             return jax.lax.while_loop(cond, step, (carry, zero, zero))
 
-        self.advance = jax.jit(advance)
+        self.advance = jit(advance)
         self._shapes: set = set()     # argument shapes the loop program was compiled for
         self.compile_s = 0.0          # how long compiling it took last time (measured)
         self.waste = 0.0              # straggler time spent in too-big buckets since then
@@ -168,7 +172,11 @@ class BatchFitter:
             # depends on the bucket size alone (no recompilation for new data).
             idx = np.concatenate([live, np.full(self._size(live.size) - live.size, live[-1])])
             sub, sub_args, lanes = take(carry, idx), take(args, idx), live
-        return self.finish(carry, *args)
+        out = self.finish(carry, *args)
+        if "pending" not in out:
+            return out
+        z, f = out["z"], out["pending"]["f"]
+        return conclude(out, z0, lambda Hinv, suspect: self.probes(z, f, Hinv, suspect, *args))
 
     def _signature(self, sub, sub_args):
         return tuple(a.shape[1:] for a in jax.tree_util.tree_leaves((sub, *sub_args)))
@@ -183,7 +191,7 @@ class BatchFitter:
         return any(tuple(a[1:] for a in shapes) == rest and shapes[0][0] < size for shapes in self._shapes)
 
 
-@jax.jit
+@lazy_jit
 def _merge(carry, sub, idx):
     """Write a bucket's carry back into the full batch's carry at rows ``idx``."""
     return jax.tree_util.tree_map(lambda a, b: a.at[idx].set(b), carry, sub)

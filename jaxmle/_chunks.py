@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
+from ._compile import jit
 from ._data import as_arrays, check_mask, nonfinite_report, to_plain
 from ._model import Model
 from ._solve import ready_data
@@ -290,14 +291,14 @@ def _program(model: Model, kind: str):
         neg = chunk_neg(model)
         add = lambda acc, new: jax.tree_util.tree_map(jnp.add, acc, new)  # noqa: E731
         if kind == "value":
-            return jax.jit(lambda acc, z, fx, d, m: acc + neg(z, fx, d, m))
+            return jit(lambda acc, z, fx, d, m: acc + neg(z, fx, d, m))
         if kind == "vg":
-            return jax.jit(lambda acc, z, fx, d, m: add(acc, jax.value_and_grad(neg)(z, fx, d, m)))
+            return jit(lambda acc, z, fx, d, m: add(acc, jax.value_and_grad(neg)(z, fx, d, m)))
         if kind == "vgh":
-            return jax.jit(lambda acc, z, fx, d, m: add(acc, value_grad_hessian(
+            return jit(lambda acc, z, fx, d, m: add(acc, value_grad_hessian(
                 lambda zz, dd: neg(zz, *dd), z, (fx, d, m))))
         if kind == "values":
-            return jax.jit(lambda acc, zs, fx, d, m: acc + jax.vmap(neg, (0, None, None, None))(zs, fx, d, m))
+            return jit(lambda acc, zs, fx, d, m: acc + jax.vmap(neg, (0, None, None, None))(zs, fx, d, m))
         raise ValueError(kind)
 
     return model.compiled(("stream", kind), build)
@@ -356,7 +357,7 @@ class Streamed:
                         acc = jax.tree_util.tree_map(jnp.add, acc, terms[:len(acc)] if kind != "value" else terms[0])
                 return jax.tree_util.tree_map(lambda a: a / scale, acc)
 
-            return jax.jit(fin)
+            return jit(fin)
 
         fin = self.model.compiled(("stream-finish", kind), build)
         return fin(acc, z, self.fixed, jnp.asarray(self.scale, z.dtype))

@@ -31,6 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import _stats
+from ._compile import jit
 from ._batch import BatchFitter, run_chunks
 from ._data import n_data
 from ._solve import loop_body, loop_start, make_objective, ready_data
@@ -356,7 +357,7 @@ def profile_intervals(result, level: float = 0.95, progress: bool | None = None,
     def build():
         if batched:
             return BatchFitter(stages, mask is not None, compact=compact, min_bucket=_MIN_BUCKET)
-        return jax.jit(stages.solve)
+        return jit(stages.solve)
 
     fn = model.compiled(("profile", batched, mask is not None, n_static, compact), build)
     # Per-dataset arguments when batched (chunks slice every leading axis).

@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import _stats
+from ._compile import jit
 from ._profile import _information_inverse, _pinned_solve, _run, _setup, _z_index, profile_intervals
 from ._solve import make_objective, ready_data
 from ._status import Status
@@ -139,7 +140,7 @@ def profile_curve(result, name: str, n_points: int = 30, bound=None, level: floa
 
         if batched:
             curve = jax.vmap(curve, in_axes=(0, 0, 0, 0 if mask is not None else None, 0, 0))
-        return jax.jit(curve)
+        return jit(curve)
 
     # The parameter rides along as an argument: one compilation serves them all.
     fn = model.compiled(("profile_curve", batched, mask is not None, n_static), build)

@@ -18,6 +18,8 @@ import jax
 import jax.numpy as jnp
 from jax.scipy.special import gammaln
 
+from ._compile import lazy_jit
+
 __all__ = ["betaln", "log1m"]
 
 _HALF_LOG_2PI = 0.91893853320467274178032973640562
@@ -57,7 +59,7 @@ def _promote(a, b):
     return a, b
 
 
-@jax.jit
+@lazy_jit
 def betaln(a, b):
     """Natural log of the beta function, ``log B(a, b)``, for ``a, b > 0``.
 
@@ -123,7 +125,7 @@ def betaln(a, b):
     return out
 
 
-@jax.jit
+@lazy_jit
 def log1m(x):
     """``log(1 - x)`` to ~1 ulp: ``log1p(-x)`` for x < 1/4, ``log(1 - x)`` (whose
     subtraction then loses at most half an ulp) otherwise. Pure jax.numpy; the

@@ -20,6 +20,7 @@ import numpy as np
 import optax
 from tqdm.auto import tqdm
 
+from ._compile import jit
 from ._chunks import RowSource
 from ._data import to_plain
 from ._model import Model
@@ -103,7 +104,7 @@ def _chunk_program(model: Model, opt, batch_size: int):
             carry, _ = jax.lax.scan(step, carry, (order.reshape(nb, B), valid.reshape(nb, B)))
             return carry
 
-        return jax.jit(run)
+        return jit(run)
 
     return model.compiled(("stream-sgd", opt, batch_size), build)
 

@@ -25,6 +25,7 @@ import numpy as np
 
 from . import _solve, _stats
 from . import optimizers as _opt
+from ._compile import jit
 from ._chunks import RowSource, Streamed
 from ._data import float_dtype
 from ._model import Model
@@ -105,7 +106,7 @@ def _report_core(model):
             at_edge = (edge <= 0) | (edge <= 1e-3 * jnp.sqrt(jnp.diagonal(cov)))
             return spec.to_params(z, fixed), J, Hinv, pd, cond, cov, at_edge
 
-        return jax.jit(core)
+        return jit(core)
 
     return model.compiled(("stream-report",), build)
 

@@ -20,6 +20,7 @@ import numpy as np
 
 from . import _linalg
 from . import optimizers as _opt
+from ._compile import jit, lazy_jit
 from ._chunks import Streamed
 from ._solve import loop_body, loop_start
 from ._status import RUNNING
@@ -52,8 +53,8 @@ def rule(model, opt, max_iter, gtol, ftol):
 
     def build():
         replay = _Replay(opt)
-        return (jax.jit(lambda st, inf: loop_start(replay, None, st.z, (st, inf), gtol, 0, ftol)),
-                jax.jit(lambda c, st, inf: loop_body(replay, None, c, (st, inf), max_iter, gtol, ftol)))
+        return (jit(lambda st, inf: loop_start(replay, None, st.z, (st, inf), gtol, 0, ftol)),
+                jit(lambda c, st, inf: loop_body(replay, None, c, (st, inf), max_iter, gtol, ftol)))
 
     return model.compiled(("stream-rule", opt, max_iter, gtol, ftol), build)
 
@@ -62,7 +63,7 @@ class GradState(collections.namedtuple("GradState", "z f grad")):
     """A first-order method's state for the stopping rule."""
 
 
-@jax.jit
+@lazy_jit
 def newton_state(z, f, g, H, radius, D):
     """A ``NewtonState`` at z, the scaling D grown by H's diagonal as ``Newton`` does."""
     diag = jnp.sqrt(jnp.abs(jnp.diagonal(H)))
@@ -70,17 +71,17 @@ def newton_state(z, f, g, H, radius, D):
     return make_newton_state(z, f, g, H, _linalg.cholesky(H), radius, D)
 
 
-@jax.jit
+@lazy_jit
 def _newton_dir(st):
     return descent_direction(st.grad, newton_direction(st.hess, st.grad, st.newton))
 
 
 # The scaled problem of ``Newton._trust_region_step``: (Hs, gs, Newton step, usable).
-_tr_newton = jax.jit(scaled_problem)
+_tr_newton = lazy_jit(scaled_problem)
 
 
-_dogleg = jax.jit(dogleg_step)
-_boundary = jax.jit(boundary_step)
+_dogleg = lazy_jit(dogleg_step)
+_boundary = lazy_jit(boundary_step)
 
 
 def _tr_trial(st, scaled, radius):
@@ -91,7 +92,7 @@ def _tr_trial(st, scaled, radius):
     return ps / st.scale, jnp.linalg.norm(ps)
 
 
-@jax.jit
+@lazy_jit
 def _tr_judge(st, p, pn, f_new, radius):
     """``Newton._trust_region_step``'s verdict on a trial: (accepted, stop trying, next radius)."""
     slack = 4 * jnp.finfo(st.f.dtype).eps * jnp.maximum(1.0, jnp.abs(st.f))

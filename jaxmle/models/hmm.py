@@ -17,6 +17,7 @@ import numpy as np
 from jax.scipy import stats
 from jax.scipy.special import logsumexp
 
+from .._compile import jit
 from .._model import Model
 from .._params import Fixed, Positive, Simplex
 from .._result import FIELDS
@@ -270,7 +271,7 @@ class HMM(Model):
             core = lambda p, x, m: fn(p, x, None if m is None else m)  # noqa: E731
             if batched:
                 core = jax.vmap(core, in_axes=(0, 0, None if mask is None else 0))
-            return jax.jit(core)
+            return jit(core)
 
         return self.compiled((kind, batched, mask is not None), build)(params, x, mask)
 
@@ -340,7 +341,7 @@ class HMM(Model):
             return self._sort_result(params)
         one = lambda p: self._permute(p, self._order(p))  # noqa: E731
         batched = self._batched(params)
-        fn = self.compiled(("hmm_sort_params", batched), lambda: jax.jit(jax.vmap(one) if batched else one))
+        fn = self.compiled(("hmm_sort_params", batched), lambda: jit(jax.vmap(one) if batched else one))
         return fn(params)
 
     def _sort_result(self, res):
@@ -365,7 +366,7 @@ class HMM(Model):
             return self._permute(params, perm), new_z, new_fixed, cov[order][:, order], boundary[order]
 
         batched = np.ndim(res.loglik) == 1
-        fn = self.compiled(("hmm_sort", batched), lambda: jax.jit(jax.vmap(one) if batched else one))
+        fn = self.compiled(("hmm_sort", batched), lambda: jit(jax.vmap(one) if batched else one))
         params, z, fixed, cov, boundary = fn(res.params, res.z, res.fixed, res.cov, res.boundary)
         fields = {f: getattr(res, f) for f in FIELDS}
         fields.update(params=params, z=z, fixed=fixed, cov=cov, boundary=boundary)

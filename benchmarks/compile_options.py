@@ -1,0 +1,112 @@
+"""Per-program XLA:CPU options (jaxmle._compile.CPU_OPTIONS) against XLA's defaults.
+
+Each case runs in fresh processes (no persistent cache), alternating the two
+settings (``JAXMLE_COMPILER_OPTIONS=0`` gives XLA's defaults): the first call
+(trace + compile + run, what a user waits for) and the best of ``--repeats`` warm
+calls (the compiled program's run time). The options are adopted only where the
+warm time is equal within noise.
+
+    python benchmarks/compile_options.py [--rounds 2] [--repeats 5] [--json PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+from _common import print_table, write_json
+
+CASES = {
+    "normal, 5 points (fit)": "normal",
+    "logistic k=20, n=5,000 (fit)": "logistic_single",
+    "logistic k=5, 10,000 datasets (fit_batch)": "logistic_batch",
+    "demo stars, 10,000 (fit_batch)": "stars",
+}
+
+CHILD = r"""
+import json, sys, time, warnings
+import jax
+jax.config.update("jax_enable_x64", True)
+import jax.numpy as jnp, numpy as np
+import jaxmle as jm
+case, repeats = sys.argv[1], int(sys.argv[2])
+warnings.simplefilter("ignore")
+rng = np.random.default_rng(0)
+if case == "normal":
+    m = jm.Model(lambda p, x: jax.scipy.stats.norm.logpdf(x, p["mu"], p["sigma"]), {"mu": 0.0, "sigma": jm.Positive(1.0)})
+    data = np.array([240., 255., 261., 248., 271.])
+    call = lambda: jm.fit(m, data)
+elif case == "logistic_single":
+    X = np.c_[np.ones(5000), rng.normal(size=(5000, 19))]
+    y = (rng.random(5000) < 1 / (1 + np.exp(-X @ rng.normal(size=20) * 0.3))).astype(float)
+    m = jm.Model(lambda p, d: d["y"] * (d["X"] @ p["b"]) - jnp.logaddexp(0., d["X"] @ p["b"]), {"b": jnp.zeros(20)})
+    data = {"X": X, "y": y}
+    call = lambda: jm.fit(m, data)
+elif case == "logistic_batch":
+    sys.path.insert(0, "benchmarks")
+    from batch_logistic import logistic_loglik, make_data
+    data = make_data(10_000, 200, 5)
+    m = jm.Model(logistic_loglik, {"beta": jnp.zeros(5)})
+    call = lambda: jm.fit_batch(m, data, compact=False)
+else:
+    from jaxmle._demo import star_catalogue, star_model
+    data = star_catalogue(0, 10_000, 64)
+    data = data[0] if isinstance(data, tuple) else data
+    m = star_model()
+    call = lambda: jm.fit_batch(m, data, compact=False)
+t = time.perf_counter(); jax.block_until_ready(call().params); first = time.perf_counter() - t
+warm = []
+for _ in range(repeats):
+    t = time.perf_counter(); jax.block_until_ready(call().params); warm.append(time.perf_counter() - t)
+print(json.dumps({"first": first, "warm": min(warm)}))
+"""
+
+
+def run(case: str, options: bool, repeats: int) -> dict:
+    env = dict(os.environ, JAXMLE_CACHE_DIR="off", JAXMLE_COMPILER_OPTIONS="1" if options else "0")
+    env.pop("JAX_COMPILATION_CACHE_DIR", None)
+    env.pop("XLA_FLAGS", None)
+    here = os.path.dirname(os.path.abspath(__file__))
+    out = subprocess.run([sys.executable, "-c", CHILD, case, str(repeats)], env=env, cwd=os.path.dirname(here),
+                         capture_output=True, text=True, timeout=900)
+    if out.returncode:
+        raise RuntimeError(out.stderr[-2000:])
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--cases", nargs="*", default=list(CASES.values()))
+    ap.add_argument("--json", default=os.path.join(os.path.dirname(__file__), "results", "compile_options.json"))
+    args = ap.parse_args()
+    rows = []
+    for label, case in CASES.items():
+        if case not in args.cases:
+            continue
+        got = {True: [], False: []}
+        for _ in range(args.rounds):
+            for options in (True, False):
+                got[options].append(run(case, options, args.repeats))
+        best = {o: {k: min(r[k] for r in got[o]) for k in ("first", "warm")} for o in got}
+        rows.append({"case": label,
+                     "first s, options": best[True]["first"], "first s, defaults": best[False]["first"],
+                     "first ratio": best[True]["first"] / best[False]["first"],
+                     "warm s, options": best[True]["warm"], "warm s, defaults": best[False]["warm"],
+                     "warm ratio": best[True]["warm"] / best[False]["warm"]})
+        print(f"{label}: done", file=sys.stderr)
+    cols = ["case", "first s, options", "first s, defaults", "first ratio", "warm s, options",
+            "warm s, defaults", "warm ratio"]
+    print_table(rows, cols)
+    write_json(args.json, {"options": __import__("jaxmle._compile", fromlist=["x"]).CPU_OPTIONS,
+                           "rounds": args.rounds, "repeats": args.repeats, "rows": rows})
+
+
+if __name__ == "__main__":
+    tempfile.tempdir = None
+    main()
