@@ -14,7 +14,7 @@ data, truth = star_catalogue(seed=1, n_stars=5_000, n_exposures=64)
 model = star_model()
 t0 = time.perf_counter()
 batch = jm.fit_batch(model, data, method="newton")
-batch.status.block_until_ready()
+jax.block_until_ready(batch.params)
 print(f"fitted {len(batch):,} stars in {time.perf_counter() - t0:.2f} s (including compilation)")
 print(batch.summary())
 err = np.asarray(batch.params["a"]) - truth["a"]

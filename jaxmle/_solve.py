@@ -27,8 +27,10 @@ and otherwise with the method's own failure code. Defaults depend on the dtype:
 gtol = 1e-9 (float64) / 1e-5 (float32) for Newton, BFGS and L-BFGS, 1e-7 / 1e-4
 for Adam and gradient ascent; ftol is 4 ulps.
 
-After the loop, ``Stages.finish`` forms the Hessian once for the covariance, the
-positive-definiteness verdict (HESSIAN_NOT_PD) and the runaway probes. Above
+After the loop, ``Stages.finish`` forms the Hessian once, and ``conclude`` (host
+NumPy) turns it into the covariance, the positive-definiteness verdict
+(HESSIAN_NOT_PD) and the runaway checks, compiling the per-coordinate probes as a
+program of their own only when some fit needs them. Above
 ``DENSE_HESSIAN_MAX_PARAMS`` free parameters (neural networks) it does not: the
 status then rests on the loop's rule above (max|g| for L-BFGS and Adam, which is
 not invariant to rescaling, as for any fit by those methods), an edge or a
@@ -269,10 +271,14 @@ class Stages:
         return self.finish(carry, z0, fixed, data, mask)
 
     def finish(self, carry: Carry, z0, fixed, data, mask) -> dict:
-        """Estimates, covariance and the final status checks from the loop's carry.
+        """Estimates and what the final status checks need, from the loop's carry.
 
-        Above ``DENSE_HESSIAN_MAX_PARAMS`` free parameters no Hessian is formed
-        (see ``_first_order_checks``): ``cov`` is None and ``cond`` NaN.
+        Up to ``DENSE_HESSIAN_MAX_PARAMS`` free parameters the result holds a
+        ``"pending"`` entry (Hessian, Jacobian, edge distances, the path probe) that
+        ``conclude`` turns into the covariance and the final status on the host, so
+        this program holds no eigendecomposition and no per-coordinate probes. Above
+        it no Hessian is formed (see ``_first_order_checks``): ``cov`` is None and
+        ``cond`` NaN.
         """
         model, spec = self.model, self.model.spec
         obj = self.objective(z0, fixed, data, mask)
@@ -282,12 +288,14 @@ class Stages:
         # Every optimizer's state.f is the objective at state.z: no extra pass needed.
         logpost = -state.f * scale
         loglik = logpost if model.log_prior is None else logpost - model.log_prior(params)
+        pending = None
         if z.shape[0] > DENSE_HESSIAN_MAX_PARAMS:
             cov, cond, boundary, status = _first_order_checks(obj, spec, state, status, z0, fixed)
         else:
-            cov, cond, boundary, status = _second_order_checks(self.opt, obj, spec, state, status, z0, fixed)
+            cov, cond, boundary = None, None, None
+            pending = _second_order_pieces(self.opt, obj, spec, state, z0, fixed)
         buf = carry.trace
-        return {
+        out = {
             "params": params,
             "z": z,
             "fixed": list(fixed),
@@ -303,6 +311,13 @@ class Stages:
             "evals": carry.evals,
             "trace": None if buf is None else {"logpost": -buf[:, 0] * scale, "grad_norm": buf[:, 1] * scale},
         }
+        if pending is not None:
+            out["pending"] = pending
+        return out
+
+    def probes(self, z, f, Hinv, suspect, z0, fixed, data, mask):
+        """``runaway_probes`` for one dataset (``data`` through ``ready_data``)."""
+        return runaway_probes(self.objective(z0, fixed, data, mask), z, f, z0, Hinv, suspect)
 
 
 # -- the finish step's checks -------------------------------------------------------
@@ -335,27 +350,54 @@ def _per_coordinate(fn, *xs):
     return jax.lax.map(lambda a: fn(*a), xs, batch_size=HVP_CHUNK)
 
 
-def _second_order_checks(opt, obj: Objective, spec, state, status, z0, fixed):
-    """(cov, cond, boundary, status) from the Hessian: covariance, definiteness, edges, runaways."""
-    z, scale = state.z, obj.scale
+def _second_order_pieces(opt, obj: Objective, spec, state, z0, fixed) -> dict:
+    """What ``conclude`` needs from the compiled program: the Hessian of minus the
+    log-likelihood (total), the Jacobian d(natural)/dz, the edge distances, the
+    objective at the estimate and the probe along the fit's path."""
+    z = state.z
     H = opt.hessian(state)
-    H = dense_hessian(obj.neg_total, z) if H is None else H * scale
+    H = dense_hessian(obj.neg_total, z) if H is None else H * obj.scale
     J = jax.jacfwd(lambda zz: spec.natural_flat(zz, fixed))(z)
-    Hinv, pd, cond = _stats.inverse_information(H)
-    cov = J @ Hinv @ J.T
-    se = jnp.sqrt(jnp.diagonal(cov))
-    edge = spec.edge_distance_flat(z, fixed)
-    boundary = (edge <= 0) | (edge <= 1e-3 * se)
-    runaway = _runaways(obj, state, z0, Hinv)
+    return {"hess": H, "jac": J, "edge": spec.edge_distance_flat(z, fixed), "f": state.f,
+            "scale": obj.scale, "path": _path_probe(obj, z, state.f, z0)}
+
+
+def conclude(out: dict, z0, probes) -> dict:
+    """Covariance, condition number, edges, runaways and the final status, on the host.
+
+    ``out`` is ``Stages.finish``'s result for one fit or (with a leading axis) a batch,
+    ``z0`` the starts, and ``probes(Hinv, suspect)`` runs ``runaway_probes`` in a
+    separately compiled program: called only when some fit has a coordinate that looks
+    unidentified, so the common fit never compiles it. Equal to doing all of this in
+    the fit's program (``jaxmle._stats.inverse_information``) to rounding.
+    """
+    if "pending" not in out:
+        return out
+    out = dict(out)
+    p = {k: np.asarray(v) for k, v in out.pop("pending").items()}
+    z, status = np.asarray(out["z"]), np.asarray(out["status"])
+    J = p["jac"]
+    Hinv, pd, cond = _stats.inverse_information_host(p["hess"])
+    cov = J @ Hinv @ np.swapaxes(J, -1, -2)
+    se = np.sqrt(np.diagonal(cov, axis1=-2, axis2=-1))
+    with np.errstate(invalid="ignore"):
+        boundary = (p["edge"] <= 0) | (p["edge"] <= 1e-3 * se)
+        travel = z - np.asarray(z0)
+        se_z = np.sqrt(np.diagonal(Hinv, axis1=-2, axis2=-1) / p["scale"][..., None])
+        suspect = ~(se_z <= 10.0 * (1.0 + np.abs(z))) & (travel != 0)
+    runaway = p["path"]
+    if suspect.any():
+        runaway = runaway | np.asarray(probes(Hinv, suspect))
     # A flag on an unconstrained coordinate names the natural elements it moves.
-    boundary = boundary | ((jnp.abs(J) @ runaway.astype(J.dtype)) > 0)
-    status = jnp.where(
+    boundary = boundary | ((np.abs(J) @ runaway.astype(J.dtype)[..., None])[..., 0] > 0)
+    status = np.where(
         status == Status.CONVERGED,
-        jnp.where(jnp.any(boundary), Status.AT_BOUNDARY,
-                  jnp.where(pd, Status.CONVERGED, Status.HESSIAN_NOT_PD)),
+        np.where(np.any(boundary, axis=-1), Status.AT_BOUNDARY,
+                 np.where(pd, Status.CONVERGED, Status.HESSIAN_NOT_PD)),
         status,
-    ).astype(jnp.int32)
-    return cov, cond, boundary, status
+    ).astype(np.int32)
+    out.update(cov=cov, cond=cond, boundary=boundary, status=status)
+    return out
 
 
 def _first_order_checks(obj: Objective, spec, state, status, z0, fixed):
@@ -380,43 +422,49 @@ def _first_order_checks(obj: Objective, spec, state, status, z0, fixed):
     return None, jnp.full((), jnp.nan, dtype), boundary, status
 
 
-def _runaways(obj: Objective, state, z0, Hinv):
+def _path_probe(obj: Objective, z, f, z0):
+    """Coordinates that moved, flagged when the likelihood keeps rising along the path
+    the fit travelled, z + t (z - z0) for t = 0.1 and 1 (see ``runaway_probes``)."""
+    dtype = z.dtype
+    slack = 8 * jnp.finfo(dtype).eps * jnp.maximum(jnp.abs(f), jnp.finfo(dtype).tiny)
+    travel = z - z0
+    return jnp.all(jnp.stack([obj.mean(z + t * travel) < f - slack for t in (0.1, 1.0)])) & (travel != 0)
+
+
+def runaway_probes(obj: Objective, z, f, z0, Hinv, suspect):
     """Unconstrained coordinates along which the likelihood keeps rising past the estimate.
 
     An interior optimum rises again past itself; a likelihood whose supremum lies
     at infinity (complete separation, a mixture component collapsing, a zero
-    inflation or a variance component running to 0) keeps improving. Two probes:
+    inflation or a variance component running to 0) keeps improving. Three probes:
 
-    * along the path the fit travelled, z + t (z - z0) for t = 0.1 and 1, which
-      catches directions that mix coordinates (separation moves all of them);
-    * along each coordinate that looks unidentified (its standard error in z is
-      more than 10 (1 + |z_j|), or the information is singular), moving it by
-      0.1 and 1 times max(1, |z_j - z0_j|) the way it travelled. Here a
-      likelihood that does not rise again beyond rounding counts: flat to working
-      precision out to there, the estimate is wherever the fit stopped (a zero
-      inflation or a variance component drifting towards 0 looks like this).
-
-    * along the flattest direction (largest variance) when some coordinate is
-      suspect, as far as the fit travelled: a ray to infinity that mixes
-      coordinates (a ratio of parameters identified, their scale not) is flat
-      along it, while each coordinate alone is not.
+    * along the path the fit travelled (``_path_probe``, in the fit's own program),
+      which catches directions that mix coordinates (separation moves all of them);
+    * here, along each ``suspect`` coordinate (one that looks unidentified: its
+      standard error in z is more than 10 (1 + |z_j|), or the information is
+      singular), moving it by 0.1 and 1 times max(1, |z_j - z0_j|) the way it
+      travelled. Here a likelihood that does not rise again beyond rounding counts:
+      flat to working precision out to there, the estimate is wherever the fit
+      stopped (a zero inflation or a variance component drifting towards 0 looks
+      like this);
+    * here, along the flattest direction (largest variance), as far as the fit
+      travelled: a ray to infinity that mixes coordinates (a ratio of parameters
+      identified, their scale not) is flat along it, while each coordinate alone
+      is not.
 
     Probing near and far keeps a far point in another basin of a multimodal
-    likelihood from passing for a runaway. Under vmap the per-coordinate probes
-    run only when some fit has a suspect coordinate.
+    likelihood from passing for a runaway. This runs as its own program, compiled
+    only when some fit has a suspect coordinate (``conclude``); under vmap the
+    probes iterate only for fits that have one.
 
     Returns:
         bool per coordinate of z.
     """
-    z, f = state.z, state.f
     dtype = z.dtype
     eps = jnp.finfo(dtype).eps
     slack = 8 * eps * jnp.maximum(jnp.abs(f), jnp.finfo(dtype).tiny)
     travel = z - z0
     probes = (0.1, 1.0)
-    along_path = jnp.all(jnp.stack([obj.mean(z + t * travel) < f - slack for t in probes])) & (travel != 0)
-    se_z = jnp.sqrt(jnp.diagonal(Hinv) / obj.scale)
-    suspect = (~(se_z <= 10.0 * (1.0 + jnp.abs(z)))) & (travel != 0)
     eye = jnp.eye(z.shape[0], dtype=dtype)
 
     def no_rise(step):
@@ -424,8 +472,7 @@ def _runaways(obj: Objective, state, z0, Hinv):
 
     # The probes read the point through the loop's flag (NaN once it is down): left
     # loop-invariant, XLA hoists them out of the while loop and runs them for every
-    # fit even when none is suspect (measured: 0.65 s of a 0.86 s finish step for
-    # 10,000 logistic fits).
+    # fit even when none is suspect.
     def probe(c):
         steps = jnp.where(c[0], jnp.sign(travel) * jnp.maximum(1.0, jnp.abs(travel)), jnp.nan)
         flags = _per_coordinate(lambda e, t: no_rise(e * t), eye, steps)
@@ -449,7 +496,7 @@ def _runaways(obj: Objective, state, z0, Hinv):
 
     flat_ok = jnp.all(jnp.isfinite(Hinv)) & jnp.any(suspect)
     _, along_flat = lane_while(lambda c: c[0], flat_probe, (flat_ok, jnp.zeros_like(suspect)))
-    return along_path | alone | along_flat
+    return alone | along_flat
 
 
 def _unit(v):

@@ -60,6 +60,34 @@ def inverse_information(H):
     return Hinv, pd, cond
 
 
+def inverse_information_host(H):
+    """``inverse_information`` in NumPy on the host, for a stack of matrices (..., k, k).
+
+    The same equilibration, definiteness verdict, Cholesky inverse and condition
+    number, computed after the fit's program has returned (so that program holds no
+    eigendecomposition): LAPACK through NumPy, equal to the compiled version to rounding.
+    """
+    H = np.asarray(H)
+    H = 0.5 * (H + np.swapaxes(H, -1, -2))
+    dtype = H.dtype
+    k = H.shape[-1]
+    eye = np.broadcast_to(np.eye(k, dtype=dtype), H.shape)
+    diag = np.diagonal(H, axis1=-2, axis2=-1)
+    positive = np.all(diag > 0, axis=-1) & np.all(np.isfinite(H), axis=(-2, -1))
+    with np.errstate(all="ignore"):
+        s = np.where(positive[..., None], 1.0 / np.sqrt(np.where(diag > 0, diag, 1.0)), 1.0).astype(dtype)
+        outer = s[..., :, None] * s[..., None, :]
+        S = np.where(positive[..., None, None], H * outer, eye)
+        eig = np.linalg.eigvalsh(S)
+        eps = np.finfo(dtype).eps
+        pd = positive & (eig[..., 0] > 100 * eps * eig[..., -1]) & np.all(np.isfinite(eig), axis=-1)
+        L = np.linalg.cholesky(np.where(pd[..., None, None], S, eye))
+        Linv = np.linalg.inv(L)
+        Hinv = np.where(pd[..., None, None], (np.swapaxes(Linv, -1, -2) @ Linv) * outer, np.nan).astype(dtype)
+        cond = np.where(pd, eig[..., -1] / eig[..., 0], np.inf).astype(dtype)
+    return Hinv, pd, cond
+
+
 def sandwich_cov(H, scores, J):
     """Sandwich (HC0) covariance J H^{-1} (S'S) H^{-1} J' from per-observation scores S (n, p)."""
     Hinv, _, _ = inverse_information(H)
