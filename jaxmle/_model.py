@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ._compile import jit, model_key
 from ._data import n_data, substitute_masked
 from ._params import ParamSpec, Real
 
@@ -23,6 +24,12 @@ def scale_like(name: str) -> bool:
     if last.startswith("log"):
         return False
     return any(word in _SCALE_WORDS for word in re.split(r"[_\d\[\]]+", last))
+
+
+# Programs shared between Model objects that compute the same thing, keyed by
+# (Model._sharing_key(), program key); the oldest are dropped past _SHARED_MAX.
+_SHARED: dict = {}
+_SHARED_MAX = 256
 
 
 class Model:
@@ -94,6 +101,9 @@ class Model:
         # Unconstrained leaves named like scales: fit warns when one ends negative.
         self.scale_like_leaves = [i for i, (name, con) in enumerate(zip(self.spec.leaf_names, self.spec.constraints))
                            if isinstance(con, Real) and scale_like(name)]
+        # Whether term i of the log-density depends on observation i alone (None: not
+        # yet known; the first fit padded to a shape bucket finds out, see jm.fit).
+        self.rowwise: bool | None = None
         self._compiled: dict = {}
         self._checked: dict = {}
 
@@ -107,8 +117,25 @@ class Model:
         """
         fn = self._compiled.get(key)
         if fn is None:
-            fn = self._compiled[key] = build()
+            # A model built from the same functions and spec (a re-run notebook cell)
+            # shares the programs of an earlier one: no retrace, no recompile.
+            shared = self._sharing_key()
+            if shared is not None:
+                fn = _SHARED.get((shared, key))
+            if fn is None:
+                fn = build()
+                if shared is not None:
+                    if len(_SHARED) >= _SHARED_MAX:
+                        _SHARED.pop(next(iter(_SHARED)))
+                    _SHARED[(shared, key)] = fn
+            self._compiled[key] = fn
         return fn
+
+    def _sharing_key(self):
+        """What the model computes, as a key (``jaxmle._compile.model_key``); None: share nothing."""
+        if "_share_key" not in self.__dict__:
+            self._share_key = model_key(self, self.spec.sharing_key())
+        return self._share_key
 
     @property
     def param_names(self) -> list[str]:
@@ -141,7 +168,7 @@ class Model:
                 m = jnp.ones((n_data(d) or 1,), bool)
             return self.start(d, m)
 
-        fn = self.compiled(("start", batched), lambda: jax.jit(jax.vmap(one) if batched else one))
+        fn = self.compiled(("start", batched), lambda: jit(jax.vmap(one) if batched else one))
         out = fn(data, mask)
         if not isinstance(out, dict):
             raise TypeError(f"the model's start function must return a dict of parameters, got {type(out).__name__}")

@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ._compile import fingerprint
 from ._constraints import (Constraint, Fixed, Interval, Positive, PositiveDefinite, Real,  # noqa: F401
                            Simplex)
 from ._data import lists_to_arrays
@@ -133,6 +134,18 @@ class ParamSpec:
         ]
         if self.n_free == 0:
             raise ValueError("every parameter is jm.Fixed: there is nothing to estimate")
+
+    def sharing_key(self):
+        """What compiled programs take from the spec, as a key (None if unreadable).
+
+        Names, shapes and each constraint's kind and settings (Interval bounds);
+        not the start values, which reach programs as arguments (z0, fixed values).
+        """
+        cons = tuple((type(c).__qualname__, fingerprint({k: v for k, v in vars(c).items() if k != "init"}))
+                     for c in self.constraints)
+        if any(f is None for _, f in cons):
+            return None
+        return (tuple(self._paths), tuple(self.leaf_names), tuple(self.shapes), cons)
 
     # -- host-side helpers -------------------------------------------------
     def natural_leaves(self, init: dict | None, batch: int | None = None, start: list | None = None) -> list[np.ndarray]:
