@@ -150,6 +150,14 @@ def _finite_where_used(leaf, mask):
     return jnp.all(finite)
 
 
+def _on_host(leaf) -> bool:
+    return not isinstance(leaf, jax.Array) or all(d.platform == "cpu" for d in leaf.devices())
+
+
+def _finite_np(arr, use) -> bool:
+    return bool((np.isfinite(arr) | ~use.reshape(use.shape + (1,) * (arr.ndim - use.ndim))).all())
+
+
 def nonfinite_report(data, mask=None):
     """Names of data leaves with NaN/inf at unmasked positions (host check)."""
     bad = []
@@ -158,7 +166,12 @@ def nonfinite_report(data, mask=None):
         if not jnp.issubdtype(leaf.dtype, jnp.floating):
             continue
         use = m if m is not None and leaf.shape[: m.ndim] == m.shape else None
-        if bool(_finite_where_used(leaf, use)):
+        if _on_host(leaf):
+            # NumPy on the host's own buffer: no program compiled for each new data shape.
+            arr = np.asarray(leaf)
+            if np.isfinite(arr).all() or (use is not None and _finite_np(arr, np.asarray(use))):
+                continue
+        elif bool(_finite_where_used(leaf, use)):
             continue
         # Only a failing leaf is copied to the host, to say where.
         arr = np.asarray(leaf)
@@ -334,3 +347,64 @@ def group_pad(data: Any, by: str, fill: float | str | None = None) -> tuple[Any,
     columns, codes, groups = split_groups(data, by)
     padded, mask = scatter_pad(columns, codes, len(groups), fill)
     return jax.tree_util.tree_map(jnp.asarray, padded), jnp.asarray(mask), groups
+
+
+# -- shape buckets --------------------------------------------------------------------
+
+#: Data longer than this many observations are fitted at their exact length: the
+#: compile a new length costs is small beside such a fit, and padding would copy the data.
+BUCKET_MAX = 1 << 20
+
+
+def bucket_size(n: int) -> int:
+    """The padded length for ``n`` observations: a power of two (at least 8) up to 4096,
+    then the next of 1, 1.25, 1.5, 1.75 times a power of two (at most 25% padding);
+    ``n`` itself above ``BUCKET_MAX``. Fits of different lengths in one bucket share
+    one compiled program."""
+    if n > BUCKET_MAX:
+        return n
+    size = 8
+    while size < n:
+        size *= 2
+    if size <= 4096:
+        return size
+    for frac in (0.625, 0.75, 0.875):
+        if int(size * frac) >= n:
+            return int(size * frac)
+    return size
+
+
+def pad_rows(data, mask, n: int, size: int, axis: int):
+    """``data`` padded along ``axis`` (the observation axis) from ``n`` to ``size`` rows
+    with copies of the last row, and a mask with False there (True where ``mask`` was
+    None). Leaves without ``n`` rows on that axis are left as they are."""
+    def pad(x):
+        if np.ndim(x) > axis and x.shape[axis] == n:
+            width = [(0, 0)] * x.ndim
+            width[axis] = (0, size - n)
+            return np.pad(np.asarray(x), width, mode="edge")
+        return x
+
+    if mask is None:
+        lead = tuple(next(np.shape(x)[:axis] for x in jax.tree_util.tree_leaves(data) if np.ndim(x) > axis))
+        mask = np.ones(lead + (n,), bool)
+    width = [(0, 0)] * (axis + 1)
+    width[axis] = (0, size - n)
+    return jax.tree_util.tree_map(pad, data), np.pad(np.asarray(mask, bool), width)
+
+
+def substitute_other(data, mask):
+    """Masked-out observations replaced by a value unlike any real one (2 x + 1 of the
+    first valid row, the negation for booleans): ``rows_independent`` compares the
+    log-density's terms under this and under ``substitute_masked``."""
+    n = mask.shape[0]
+    first = jnp.argmax(mask)
+
+    def fix(x):
+        if jnp.ndim(x) >= 1 and x.shape[0] == n:
+            m = mask.reshape((n,) + (1,) * (x.ndim - 1))
+            other = ~x[first] if x.dtype == bool else x[first] * 2 + 1
+            return jnp.where(m, x, other)
+        return x
+
+    return jax.tree_util.tree_map(fix, data)

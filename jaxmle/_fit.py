@@ -16,12 +16,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import optimizers as _opt
+from ._compile import jit
 from ._batch import BatchFitter, default_mesh, run_chunks
-from ._data import (as_arrays, batch_size, check_mask, float_dtype, group_pad, n_data, nonfinite_report,
-                    substitute_masked)
+from ._data import (BUCKET_MAX, as_arrays, batch_size, bucket_size, check_mask, float_dtype, group_pad, n_data,
+                    nonfinite_report, pad_rows, substitute_masked, substitute_other)
 from ._model import Model
 from ._result import BatchFitResult, FitResult
-from ._solve import Stages, ready_data, tolerances
+from ._solve import Stages, conclude, ready_data, tolerances
 from ._stream import fit_streamed
 from ._status import ConvergenceWarning, Status, message
 
@@ -43,10 +44,20 @@ class _Setup(NamedTuple):
     leaves: list
     z0: jax.Array
     fixed: list
+    padded: bool      # observations padded to a shape bucket (``bucket_size``), masked out
 
 
-def _setup(model, data, method, init, max_iter, tol, ftol, mask, nan_policy, batched: bool):
-    """Check everything about a fit call once, for single and batched fits alike."""
+def _setup(model, data, method, init, max_iter, tol, ftol, mask, nan_policy, batched: bool, bucket=True):
+    """Check everything about a fit call once, for single and batched fits alike.
+
+    With ``bucket``, the observation axis is padded to ``bucket_size`` (and masked) so
+    that data of another length reuses the compiled programs: for a single fit of a
+    log-density that returns one term per observation (each depending on its own
+    observation alone: ``rows_independent``, checked by the first padded fit), and
+    for a batch that has a mask (ragged data, ``by=``), whose padding already
+    assumes that. An unmasked batch keeps its exact shape, so the programs a batch
+    compiles do not change once a single fit has checked the model.
+    """
     if not isinstance(model, Model):
         raise TypeError(f"the first argument must be a jm.Model, got {type(model).__name__}")
     if nan_policy not in _NAN_POLICIES:
@@ -83,27 +94,73 @@ def _setup(model, data, method, init, max_iter, tol, ftol, mask, nan_policy, bat
     if batched:
         one = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape[1:], x.dtype), data)
     n_terms = model.check_output(one, dtype, mask is not None)
+    padded = False
+    if bucket and n_terms is not None and n_terms == n_data(one) and model.rowwise is not False and (
+            not batched or mask is not None):
+        size = bucket_size(n_terms)
+        if n_terms <= BUCKET_MAX:
+            # Padded (masked) even when n fills the bucket: one program per bucket.
+            data, mask = pad_rows(data, mask, n_terms, size, int(batched))
+            data, mask, padded = as_arrays(data), jnp.asarray(mask), True
+            if batched:
+                one = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape[1:], x.dtype), data)
+            else:
+                one = data
+            n_terms = model.check_output(one, dtype, True)
     n_static = n_terms if n_terms is not None else n_data(one)
     start = model.start_leaves(data, mask, batched)
     leaves = model.spec.natural_leaves(init, batch=B, start=start)
     to_z = lambda *ls: model.spec.to_z(ls, dtype)  # noqa: E731
     z0 = jax.vmap(to_z)(*leaves) if batched else to_z(*leaves)
     fixed = model.spec.fixed_values(leaves, dtype)
-    return _Setup(data, mask, opt, int(max_iter), gtol, ftol, n_terms, n_static, leaves, z0, fixed)
+    return _Setup(data, mask, opt, int(max_iter), gtol, ftol, n_terms, n_static, leaves, z0, fixed, padded)
+
+
+def rows_independent(model: Model, z0, fixed, data, mask):
+    """Whether the log-density's terms at the real observations ignore the padded ones.
+
+    Padding to a shape bucket is exact only for a log-density whose term i depends on
+    observation i alone (not on a mean or a sum over the data): its terms at the start
+    must not change when the padded rows change (``substitute_masked`` vs
+    ``substitute_other``). Two evaluations, inside the fit's own program.
+    """
+    params = model.spec.to_params(z0, fixed)
+    a = model.loglik(params, model.prepared(substitute_masked(data, mask)))
+    b = model.loglik(params, model.prepared(substitute_other(data, mask)))
+    same = (a == b) | (jnp.isnan(a) & jnp.isnan(b))
+    return jnp.all(same | ~mask)
 
 
 def _compiled(model: Model, s: _Setup, batched: bool, trace_len: int = 0, compact: bool = False):
     """The model's cached program for this optimizer, tolerances and data signature."""
     masked = s.mask is not None
-    key = ("fit", s.opt, s.max_iter, s.gtol, s.ftol, s.n_static, masked, batched, trace_len, compact)
+    check_rows = s.padded and not batched
+    key = ("fit", s.opt, s.max_iter, s.gtol, s.ftol, s.n_static, masked, batched, trace_len, compact, check_rows)
 
     def build():
         stages = Stages(model, s.opt, s.max_iter, s.gtol, s.ftol, s.n_static, trace_len)
         if batched:
             return BatchFitter(stages, masked, compact)
-        return jax.jit(lambda z0, fixed, data, mask: stages.solve(z0, fixed, ready_data(model, data, mask), mask))
+
+        def program(z0, fixed, data, mask):
+            out = stages.solve(z0, fixed, ready_data(model, data, mask), mask)
+            if check_rows:
+                out["rows_independent"] = rows_independent(model, z0, fixed, data, mask)
+            return out
+
+        return jit(program)
 
     return model.compiled(key, build)
+
+
+def _probes(model: Model, s: _Setup):
+    """The runaway probes of one fit as their own program (``jaxmle._solve.conclude``)."""
+    def build():
+        stages = Stages(model, s.opt, s.max_iter, s.gtol, s.ftol, s.n_static)
+        return jit(lambda z, f, Hinv, suspect, z0, fixed, data, mask: stages.probes(
+            z, f, Hinv, suspect, z0, fixed, ready_data(model, data, mask), mask))
+
+    return model.compiled(("probes", s.n_static, s.mask is not None), build)
 
 
 def _warn_status(res, stacklevel):
@@ -170,6 +227,7 @@ def fit(
     epochs: int | None = None,
     max_steps: int | None = None,
     progress: bool | None = None,
+    bucket: bool = True,
 ) -> FitResult:
     """Maximise the model's log-likelihood on one dataset.
 
@@ -202,6 +260,13 @@ def fit(
             with ``key``; the status and standard errors are computed on the full
             data at the end.
         progress: show a progress bar over passes of a streamed fit.
+        bucket: pad the observations to a shape bucket (8, 16, 32, ..., then steps of
+            at most 25%; ``jaxmle._data.bucket_size``) with a mask, so data of another
+            length reuse the compiled programs; results equal the unpadded fit's to
+            rounding. Only for a log-density that returns one term per observation,
+            each depending on its own observation alone (checked in the first fit;
+            a model whose terms read other rows is then fitted at exact lengths).
+            False fits at the exact shape.
 
     Returns:
         A ``FitResult``.
@@ -223,11 +288,22 @@ def fit(
     if epochs is not None or max_steps is not None:
         raise ValueError("epochs= and max_steps= belong to a stochastic fit: pass batch_size= too "
                          "(e.g. method='adam', batch_size=4096, epochs=5)")
-    s = _setup(model, data, method, init, max_iter, tol, ftol, mask, "raise", batched=False)
+    # Multi-start fits run as a batch, which pads only models known to treat rows alone.
+    s = _setup(model, data, method, init, max_iter, tol, ftol, mask, "raise", batched=False,
+               bucket=bucket and (int(n_starts) == 1 or bool(model.rowwise)))
     if int(n_starts) > 1:
         res = _multistart(model, s, int(n_starts), key)
     else:
         out = _compiled(model, s, False, int(trace))(s.z0, s.fixed, s.data, s.mask)
+        out = conclude(out, s.z0, lambda Hinv, suspect: _probes(model, s)(
+            out["z"], out["pending"]["f"], Hinv, suspect, s.z0, s.fixed, s.data, s.mask))
+        if "rows_independent" in out:
+            model.rowwise = bool(out.pop("rows_independent"))
+            if not model.rowwise:
+                # Terms that read other observations (a mean over the data, a risk set):
+                # padding would change them, so this model is fitted at exact lengths.
+                return fit(model, data, method, init, max_iter, tol, ftol, mask, warn, n_starts, key, trace,
+                           bucket=False)
         res = FitResult(model, s.opt.name, out, data=s.data, mask=s.mask, n_terms=s.n_terms)
         if int(res.status) == Status.NONFINITE and int(res.n_iter) == 0:
             start = {n: np.asarray(v).tolist() for n, v in zip(model.spec.leaf_names, s.leaves)}
@@ -288,6 +364,7 @@ def fit_batch(
     mesh=None,
     compact: bool | str | None = None,
     by: str | None = None,
+    bucket: bool = True,
 ) -> BatchFitResult:
     """Fit the same model to B datasets in one compiled, vectorised call.
 
@@ -327,6 +404,9 @@ def fit_batch(
             passed for you. Groups come in sorted label order; ``batch.groups``
             holds the labels, ``batch.group(label)`` one fit, and ``to_frame()``
             is indexed by them.
+        bucket: when the batch has a mask (ragged data, ``by=``), pad each dataset's
+            observations to a shape bucket (as ``fit`` does), so other lengths
+            reuse the compiled programs. False keeps the exact shape.
 
     Returns:
         A ``BatchFitResult`` whose fields have a leading axis B.
@@ -341,7 +421,7 @@ def fit_batch(
         if mask is not None:
             raise ValueError("pass either by= (which builds the mask) or mask=, not both")
         data, mask, groups = group_pad(data, by)
-    s = _setup(model, data, method, init, max_iter, tol, ftol, mask, nan_policy, batched=True)
+    s = _setup(model, data, method, init, max_iter, tol, ftol, mask, nan_policy, batched=True, bucket=bucket)
     B = int(s.z0.shape[0])
     mesh = default_mesh(mesh)
     if compact is None:

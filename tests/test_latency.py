@@ -1,0 +1,195 @@
+"""Compile once: shape buckets, programs shared between models, the on-disk cache (issue 21).
+
+Trace counts stand for compilations here: a program that is not traced again is
+not compiled again (timings are never asserted; benchmarks/latency.py measures them).
+"""
+
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxmle as jm
+from jaxmle import _compile
+from jaxmle._data import bucket_size
+
+X = np.array([240.0, 255.0, 261.0, 248.0, 271.0, 250.0, 262.0, 244.0, 259.0, 266.0])
+
+
+def _counting_normal():
+    calls = []
+
+    def loglik(p, x):
+        calls.append(1)
+        return jax.scipy.stats.norm.logpdf(x, p["mu"], p["sigma"])
+
+    return jm.Model(loglik, {"mu": 0.0, "sigma": jm.Positive(1.0)}), calls
+
+
+def _assert_same(a, b, rtol=1e-12):
+    assert int(a.status) == int(b.status)
+    assert int(a.n_obs) == int(b.n_obs)
+    np.testing.assert_allclose(float(a.loglik), float(b.loglik), rtol=rtol)
+    for k in a.params:
+        np.testing.assert_allclose(np.asarray(a.params[k]), np.asarray(b.params[k]), rtol=1e-9)
+        np.testing.assert_allclose(np.asarray(a.stderr[k]), np.asarray(b.stderr[k]), rtol=1e-6)
+
+
+def test_bucket_sizes():
+    assert [bucket_size(n) for n in (1, 5, 8, 9, 100, 4096)] == [8, 8, 8, 16, 128, 4096]
+    # Above 4096: steps of at most 25 %.
+    for n in (4097, 5000, 6000, 7000, 8000, 100_000, 1_000_000):
+        b = bucket_size(n)
+        assert n <= b <= 1.25 * n + 1
+    assert bucket_size(3_000_000) == 3_000_000
+
+
+def test_new_length_reuses_the_program_and_equals_the_exact_fit():
+    model, calls = _counting_normal()
+    first = jm.fit(model, X[:5])
+    traced = len(calls)
+    for n in (6, 7, 8):
+        res = jm.fit(model, X[:n])
+        # The closed-form MLE: mean and the divisor-n standard deviation.
+        np.testing.assert_allclose(float(res.params["mu"]), X[:n].mean(), rtol=1e-10)
+        np.testing.assert_allclose(float(res.params["sigma"]), X[:n].std(), rtol=1e-8)
+        assert int(res.n_obs) == n
+    # One abstract evaluation per new length checks the log-density's output shape;
+    # nothing is traced for a program.
+    assert len(calls) == traced + 3, "a new length in the same bucket traced the log-density again"
+    assert model.rowwise is True
+    exact, _ = _counting_normal()
+    _assert_same(first, jm.fit(exact, X[:5], bucket=False))
+    # Inference on a padded fit uses the real observations only.
+    np.testing.assert_allclose(np.asarray(first.stderr_robust["mu"]),
+                               np.asarray(jm.fit(exact, X[:5], bucket=False).stderr_robust["mu"]), rtol=1e-8)
+
+
+def test_profile_interval_of_a_padded_fit_equals_the_exact_one():
+    model, _ = _counting_normal()
+    padded = jm.fit(model, X[:5]).conf_int(method="profile")
+    exact = jm.fit(_counting_normal()[0], X[:5], bucket=False).conf_int(method="profile")
+    for k in padded:
+        np.testing.assert_allclose(np.asarray(padded[k]), np.asarray(exact[k]), rtol=1e-8)
+
+
+def test_terms_that_read_other_rows_are_fitted_at_their_exact_length():
+    # Centering by the sample mean makes every term depend on every observation:
+    # padding would change the answer, so the first fit finds out and refits exactly.
+    def loglik(p, x):
+        return jax.scipy.stats.norm.logpdf(x - jnp.mean(x), p["mu"], p["sigma"])
+
+    model = jm.Model(loglik, {"mu": 1.0, "sigma": jm.Positive(1.0)})
+    res = jm.fit(model, X[:5])
+    assert model.rowwise is False
+    c = X[:5] - X[:5].mean()
+    np.testing.assert_allclose(float(res.params["sigma"]), c.std(), rtol=1e-8)
+    np.testing.assert_allclose(float(res.params["mu"]), 0.0, atol=1e-8)
+    _assert_same(res, jm.fit(jm.Model(loglik, {"mu": 1.0, "sigma": jm.Positive(1.0)}), X[:5], bucket=False))
+
+
+def test_batch_with_mask_reuses_programs_across_max_lengths():
+    model, calls = _counting_normal()
+    rng = np.random.default_rng(1)
+    first = jm.pad([rng.normal(5, 2, n) for n in (5, 9, 12)])
+    jm.fit_batch(model, first[0], mask=first[1])
+    traced = len(calls)
+    padded, mask = jm.pad([rng.normal(5, 2, n) for n in (4, 14, 7)])
+    batch = jm.fit_batch(model, padded, mask=mask)
+    assert len(calls) == traced + 1     # the output-shape check of the new length
+    exact = jm.fit_batch(_counting_normal()[0], padded, mask=mask, bucket=False)
+    np.testing.assert_allclose(np.asarray(batch.params["mu"]), np.asarray(exact.params["mu"]), rtol=1e-10)
+    np.testing.assert_allclose(np.asarray(batch.stderr["sigma"]), np.asarray(exact.stderr["sigma"]), rtol=1e-8)
+
+
+def test_a_new_model_of_the_same_function_reuses_the_programs():
+    def make(factor):
+        # A re-run notebook cell: a new function object with the same code and closure.
+        def loglik(p, x):
+            return jax.scipy.stats.norm.logpdf(x, p["mu"], p["sigma"] * factor)
+
+        return jm.Model(loglik, {"mu": 0.0, "sigma": jm.Positive(1.0)})
+
+    def programs(model):
+        return {id(fn) for fn in model._compiled.values()}
+
+    m1, m2 = make(1.0), make(1.0)
+    a, b = jm.fit(m1, X), jm.fit(m2, X)
+    assert programs(m1) == programs(m2)
+    _assert_same(a, b)
+    # A different closure value is a different model: its own programs, and right.
+    m3 = make(2.0)
+    c = jm.fit(m3, X)
+    assert not programs(m3) & programs(m1)
+    np.testing.assert_allclose(float(c.params["sigma"]), X.std() / 2.0, rtol=1e-8)
+    # Another start value is not another program; another constraint is.
+    m4 = jm.Model(m1.loglik, {"mu": 240.0, "sigma": jm.Positive(5.0)})
+    jm.fit(m4, X)
+    assert programs(m4) == programs(m1)
+    assert jm.Model(m1.loglik, {"mu": 0.0, "sigma": jm.Interval(0.0, 50.0)})._sharing_key() != m1._sharing_key()
+
+
+def test_fingerprint_follows_globals_and_refuses_unknown_objects():
+    class Box:
+        value = 1.0
+
+    box = Box()
+    assert _compile.fingerprint(lambda x: x * box.value) is None
+    assert _compile.fingerprint(lambda x: jnp.exp(x)) == _compile.fingerprint(lambda x: jnp.exp(x))
+    assert _compile.fingerprint(lambda x: jnp.exp(x)) != _compile.fingerprint(lambda x: jnp.log(x))
+    a = np.arange(3.0)
+    f1 = _compile.fingerprint(lambda x: x + a)
+    a = np.arange(3.0) + 1
+    assert _compile.fingerprint(lambda x: x + a) != f1
+    # Ready models share their programs too.
+    assert jm.models.logistic(3)._sharing_key() == jm.models.logistic(3)._sharing_key()
+    assert jm.models.logistic(3)._sharing_key() != jm.models.poisson(3)._sharing_key()
+
+
+def test_cache_dir_rules(monkeypatch, tmp_path):
+    monkeypatch.delenv("JAXMLE_CACHE_DIR", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert _compile.cache_dir() == os.path.join(str(tmp_path), "jaxmle", "xla")
+    monkeypatch.setenv("JAXMLE_CACHE_DIR", str(tmp_path / "here"))
+    assert _compile.cache_dir() == str(tmp_path / "here")
+    for off in ("0", "off", "none", ""):
+        monkeypatch.setenv("JAXMLE_CACHE_DIR", off)
+        assert _compile.cache_dir() is None
+
+
+_CHILD = """
+import jax, jaxmle as jm, numpy as np
+jax.config.update("jax_enable_x64", True)
+m = jm.Model(lambda p, x: jax.scipy.stats.norm.logpdf(x, p["mu"], p["sigma"]), {"mu": 0.0, "sigma": jm.Positive(1.0)})
+print(float(jm.fit(m, np.array([1.0, 2.0, 4.0])).params["mu"]), jax.config.jax_compilation_cache_dir)
+"""
+
+
+def test_persistent_cache_by_default_and_its_off_switch(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k not in ("JAX_COMPILATION_CACHE_DIR", "JAXMLE_CACHE_DIR")}
+    env["XDG_CACHE_HOME"] = str(tmp_path / "xdg")
+    out = subprocess.run([sys.executable, "-c", _CHILD], env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    where = tmp_path / "xdg" / "jaxmle" / "xla"
+    assert out.stdout.split()[1] == str(where)
+    assert any(where.iterdir()), "no compiled program was written to the cache"
+    env["JAXMLE_CACHE_DIR"] = "off"
+    env["XDG_CACHE_HOME"] = str(tmp_path / "xdg2")
+    out = subprocess.run([sys.executable, "-c", _CHILD], env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split()[1] == "None"
+    assert not (tmp_path / "xdg2").exists()
+
+
+def test_compiler_options_off_switch(monkeypatch):
+    monkeypatch.setitem(_compile._state, "options", None)
+    monkeypatch.setenv("JAXMLE_COMPILER_OPTIONS", "0")
+    assert _compile.compiler_options() is None
+    monkeypatch.setitem(_compile._state, "options", None)
+    monkeypatch.delenv("JAXMLE_COMPILER_OPTIONS")
+    if jax.default_backend() == "cpu":
+        assert _compile.compiler_options() == _compile.CPU_OPTIONS
