@@ -21,7 +21,7 @@ from ._batch import BatchFitter, default_mesh, run_chunks
 from ._data import (BUCKET_MAX, as_arrays, batch_size, bucket_size, check_mask, float_dtype, group_pad, n_data,
                     nonfinite_report, pad_rows, substitute_masked, substitute_other)
 from ._model import Model
-from ._result import BatchFitResult, FitResult
+from ._result import BatchFitResult, FitResult, warn_float32
 from ._solve import Stages, conclude, ready_data, tolerances
 from ._stream import fit_streamed
 from ._status import ConvergenceWarning, Status, message
@@ -173,7 +173,7 @@ def _warn_status(res, stacklevel):
         text = (f"fit status AT_BOUNDARY: {shown} at a constraint edge or running off "
                 f"to infinity. {message(code)}")
     elif code != Status.CONVERGED:
-        text = f"fit status {Status(code).name}: {message(code)}"
+        text = f"fit status {Status(code).name}: {message(code, res.dtype)}"
     elif res.hessian_skipped:
         # Converged, but no standard errors: say so once, not as a convergence problem.
         warnings.warn(res.stderr_note, UserWarning, stacklevel=stacklevel + 1)
@@ -313,6 +313,7 @@ def fit(
             )
     if warn:
         _warn_status(res, stacklevel=2)
+        _warn_x64_off(res, stacklevel=2)
     return res
 
 
@@ -432,8 +433,21 @@ def fit_batch(
     res = BatchFitResult(model, s.opt.name, out, data=s.data, mask=s.mask, n_terms=s.n_terms,
                          groups=groups, group_key=by)
     _warn_negative_scale(res, stacklevel=2)
-    n_edge = int(np.sum(np.asarray(res.status) == Status.AT_BOUNDARY))
+    status = np.asarray(res.status)
+    n_edge = int(np.sum(status == Status.AT_BOUNDARY))
     if n_edge:
         warnings.warn(f"{n_edge} of {B} fits ended AT_BOUNDARY ({res.boundary_params} at a constraint "
                       "edge or running off to infinity; see batch.boundary)", ConvergenceWarning, stacklevel=2)
+    n_flat = int(np.sum(status == Status.HESSIAN_NOT_PD))
+    if n_flat:
+        warnings.warn(f"{n_flat} of {B} fits ended HESSIAN_NOT_PD: {message(Status.HESSIAN_NOT_PD)} "
+                      "(np.flatnonzero(batch.status == jm.Status.HESSIAN_NOT_PD) lists them)",
+                      ConvergenceWarning, stacklevel=2)
+    _warn_x64_off(res, stacklevel=2)
     return res
+
+
+def _warn_x64_off(res, stacklevel):
+    """The float32 warning at fit time when JAX's 64-bit mode is off (the usual cause)."""
+    if not jax.config.jax_enable_x64:
+        warn_float32(res.dtype, stacklevel=stacklevel + 1)

@@ -396,6 +396,21 @@ def conclude(out: dict, z0, probes) -> dict:
                  np.where(pd, Status.CONVERGED, Status.HESSIAN_NOT_PD)),
         status,
     ).astype(np.int32)
+    # A fit that stalled (no improving step, or the rounding floor) with its gradient and
+    # its curvature both vanished (the likelihood saturated in every direction) while
+    # it still rises along the way the fit travelled is running off to infinity
+    # (complete separation): say so, not that a step search failed. A fit stalled on a
+    # plateau where some parameters are still determined (curvature left) keeps its
+    # failure status: its supremum along the path need not be the maximum.
+    f, noise = p["f"], np.sqrt(np.finfo(z.dtype).eps) * np.maximum(1.0, np.abs(p["f"]))
+    gmax = np.asarray(out["grad_norm"]) / p["scale"]
+    hmax = np.max(np.abs(p["hess"]), axis=(-2, -1)) / p["scale"]
+    stalled = np.isin(status, (Status.LINESEARCH_FAILED, Status.PRECISION_LIMIT))
+    off = stalled & (gmax <= noise) & (hmax <= noise) & np.any(p["path"], axis=-1)
+    if off.any():
+        moved = (np.abs(J) @ p["path"].astype(J.dtype)[..., None])[..., 0] > 0
+        boundary = np.where(off[..., None], boundary | moved, boundary)
+        status = np.where(off, Status.AT_BOUNDARY, status).astype(np.int32)
     out.update(cov=cov, cond=cond, boundary=boundary, status=status)
     return out
 

@@ -39,22 +39,37 @@ MESSAGES = {
     Status.MAX_ITER: "not converged: max_iter reached; raise max_iter or try another method",
     Status.NONFINITE: "not converged: the log-likelihood or its gradient is NaN/inf "
     "(check the data and the start values)",
-    Status.LINESEARCH_FAILED: "not converged: the line search found no improving step "
-    "(objective too flat or too rough at the last point)",
+    Status.LINESEARCH_FAILED: "not converged: no improving step could be found from the last "
+    "point (the trust region or the line search shrank to nothing: the objective is too flat or "
+    "too rough there); try other start values (n_starts=), another method, or method='lm' for a "
+    "regression",
     Status.HESSIAN_NOT_PD: "optimum found but the information matrix is not positive "
     "definite: standard errors are NaN (a parameter may be unidentified)",
     Status.AT_BOUNDARY: "the maximum is on the edge of the parameter space: a parameter sits "
-    "at its constraint's edge, or the likelihood keeps increasing towards infinity (e.g. "
-    "complete separation); Wald standard errors are not valid there",
+    "at its constraint's edge, or the likelihood keeps increasing towards infinity from here "
+    "(e.g. complete separation; or a local asymptote, where other start values (n_starts=) or "
+    "method='lm' for a regression may find a higher interior maximum); Wald standard errors "
+    "are not valid there",
     Status.PRECISION_LIMIT: "not converged to tol: the fit stalled with the gradient at the "
     "rounding-noise level of its dtype (float32?); use float64 data with jax_enable_x64, "
     "or loosen tol",
 }
 
 
-def message(code) -> str:
-    """A one-line explanation of a status code."""
-    return MESSAGES[Status(int(np.asarray(code)))]
+# PRECISION_LIMIT in float64 is no dtype problem: the likelihood is flat to float64
+# rounding where the fit stopped (a plateau, a nearly singular information matrix).
+_PRECISION_LIMIT_64 = ("not converged: the fit stalled where the log-likelihood is flat to float64 "
+                       "rounding (a plateau or a nearly singular information matrix), short of tol; "
+                       "try other start values (n_starts=), method='lm' for a regression "
+                       "(jm.models.nonlinear_regression), or a reparametrisation")
+
+
+def message(code, dtype=None) -> str:
+    """A one-line explanation of a status code (for the fit's dtype, when given)."""
+    code = Status(int(np.asarray(code)))
+    if code == Status.PRECISION_LIMIT and dtype is not None and np.finfo(dtype).bits >= 64:
+        return _PRECISION_LIMIT_64
+    return MESSAGES[code]
 
 
 class ConvergenceWarning(UserWarning):
