@@ -16,8 +16,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import optimizers as _opt
-from ._compile import jit
 from ._batch import BatchFitter, default_mesh, run_chunks
+from ._compile import jit
 from ._data import (BUCKET_MAX, as_arrays, batch_size, bucket_size, check_mask, float_dtype, group_pad, n_data,
                     nonfinite_report, pad_rows, substitute_masked, substitute_other)
 from ._model import Model
@@ -25,6 +25,7 @@ from ._result import BatchFitResult, FitResult, warn_float32
 from ._solve import Stages, conclude, ready_data, tolerances
 from ._stream import fit_streamed
 from ._status import ConvergenceWarning, Status, message
+from ._tabular import long_nonfinite_report
 
 _NAN_POLICIES = ("raise", "status")
 _USABLE = [Status.CONVERGED, Status.AT_BOUNDARY, Status.HESSIAN_NOT_PD, Status.PRECISION_LIMIT]
@@ -100,13 +101,17 @@ def _setup(model, data, method, init, max_iter, tol, ftol, mask, nan_policy, bat
         size = bucket_size(n_terms)
         if n_terms <= BUCKET_MAX:
             # Padded (masked) even when n fills the bucket: one program per bucket.
-            data, mask = pad_rows(data, mask, n_terms, size, int(batched))
-            data, mask, padded = as_arrays(data), jnp.asarray(mask), True
-            if batched:
-                one = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape[1:], x.dtype), data)
+            pdata, pmask = pad_rows(data, mask, n_terms, size, int(batched))
+            pdata, pmask = as_arrays(pdata), jnp.asarray(pmask)
+            pone = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape[int(batched):], x.dtype), pdata)
+            try:
+                n_pad = model.check_output(pone, dtype, True)
+            except (ValueError, TypeError):
+                # The log-density is written for its data's exact length (a fixed-size
+                # array inside it): no buckets for this model.
+                model.rowwise = False
             else:
-                one = data
-            n_terms = model.check_output(one, dtype, True)
+                data, mask, one, n_terms, padded = pdata, pmask, pone, n_pad, True
     n_static = n_terms if n_terms is not None else n_data(one)
     start = model.start_leaves(data, mask, batched)
     leaves = model.spec.natural_leaves(init, batch=B, start=start)
@@ -421,6 +426,12 @@ def fit_batch(
     if by is not None:
         if mask is not None:
             raise ValueError("pass either by= (which builds the mask) or mask=, not both")
+        if nan_policy == "raise":
+            bad = long_nonfinite_report(data, by)
+            if bad:
+                raise ValueError("data contain NaN or inf: " + "; ".join(bad) + ". Drop or fill those rows "
+                                 "(df.dropna()), or pass nan_policy='status' to give those groups "
+                                 "Status.NONFINITE")
         data, mask, groups = group_pad(data, by)
     s = _setup(model, data, method, init, max_iter, tol, ftol, mask, nan_policy, batched=True, bucket=bucket)
     B = int(s.z0.shape[0])

@@ -121,3 +121,26 @@ def split_groups(data, by: str):
                          f"({labels.shape[0]}); got shapes {bad}")
     groups, codes = _labels_and_codes(labels)
     return rest, codes, groups
+
+
+def long_nonfinite_report(data, by: str) -> list[str]:
+    """NaN/inf cells of long-format data (``by=``), named by column, group and row.
+
+    Rows are named by the DataFrame's index (by position for a dict of columns), so a
+    user can find and fix them; the padded batch built from them could only name a
+    position that exists nowhere in their data.
+    """
+    columns, codes, groups = split_groups(data, by)
+    index = data.index if is_frame(data) else None
+    bad = []
+    for name, col in columns.items():
+        if not np.issubdtype(col.dtype, np.floating):
+            continue
+        rows = np.flatnonzero(~np.isfinite(col).reshape(col.shape[0], -1).all(axis=1))
+        if rows.size:
+            first = rows[0]
+            plain = lambda v: v.item() if isinstance(v, np.generic) else v  # noqa: E731
+            where = f"index {plain(index[first])!r}" if index is not None else f"row {first}"
+            bad.append(f"column {name!r}: {rows.size} rows, first in group {plain(groups[codes[first]])!r} "
+                       f"at {where}")
+    return bad

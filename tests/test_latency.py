@@ -193,3 +193,18 @@ def test_compiler_options_off_switch(monkeypatch):
     monkeypatch.delenv("JAXMLE_COMPILER_OPTIONS")
     if jax.default_backend() == "cpu":
         assert _compile.compiler_options() == _compile.CPU_OPTIONS
+
+
+def test_a_log_density_written_for_its_exact_length_is_not_padded():
+    # The residuals ignore the data's values and have a fixed length (as the MGH test
+    # functions do): padding cannot apply, and the fit runs at the exact shape.
+    target = jnp.array([1.0, 2.0, 3.0])
+
+    def loglik(p, d):
+        return jax.scipy.stats.norm.logpdf(target, p["mu"] + 0.0 * d["i"][:3], 1.0)
+
+    model = jm.Model(loglik, {"mu": 0.0})
+    res = jm.fit(model, {"i": jnp.arange(3.0)})
+    assert model.rowwise is False
+    np.testing.assert_allclose(float(res.params["mu"]), 2.0, rtol=1e-10)
+    assert int(res.n_obs) == 3

@@ -102,3 +102,17 @@ def test_precision_limit_message_depends_on_the_dtype():
     assert "float32" in jm.status_message(jm.Status.PRECISION_LIMIT)
     text = jm._status.message(jm.Status.PRECISION_LIMIT, np.float64)
     assert "float32" not in text and "n_starts" in text and "method='lm'" in text
+
+
+def test_a_nan_cell_in_long_data_is_named_by_group_and_row():
+    pd = pytest.importorskip("pandas")
+    rng = np.random.default_rng(2)
+    df = pd.DataFrame({"star": np.repeat(["a", "b", "c"], 6), "flux": rng.normal(10, 1, 18)},
+                      index=np.arange(100, 118))
+    df.loc[109, "flux"] = np.nan
+    model = jm.Model(lambda p, d: jax.scipy.stats.norm.logpdf(d["flux"], p["mu"], p["sigma"]),
+                     {"mu": 0.0, "sigma": jm.Positive(1.0)})
+    with pytest.raises(ValueError, match=r"column 'flux': 1 rows, first in group 'b' at index 109"):
+        jm.fit_batch(model, df, by="star")
+    batch = jm.fit_batch(model, df, by="star", nan_policy="status")
+    assert list(np.asarray(batch.status) == jm.Status.NONFINITE) == [False, True, False]
