@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import importlib.util
 import os
 import types
 from typing import Any, Callable
@@ -36,6 +37,9 @@ import numpy as np
 
 #: Per-program XLA:CPU options (measured in benchmarks/compile_options.py).
 CPU_OPTIONS = {"xla_cpu_use_fusion_emitters": False}
+
+#: The persistent cache's size limit when jaxmle sets it up (least recently used go first).
+CACHE_MAX_BYTES = 512 * 2 ** 20
 
 _OFF = ("0", "off", "false", "no", "none")
 _state: dict = {"cache": None, "options": None}
@@ -55,7 +59,8 @@ def enable_cache() -> str | None:
 
     Left alone when the user configured a JAX cache directory themselves or turned
     jaxmle's off. Programs of any compile time are stored (jaxmle's take 0.1-2 s each;
-    JAX's default threshold, 1 s, would skip most). Returns the directory in use.
+    JAX's default threshold, 1 s, would skip most), up to ``CACHE_MAX_BYTES`` (least
+    recently used entries are evicted). Returns the directory in use.
     """
     if _state["cache"] is not None:
         return _state["cache"] or None
@@ -73,6 +78,13 @@ def enable_cache() -> str | None:
             return None
         jax.config.update("jax_compilation_cache_dir", path)
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+        # Least recently used entries go past this size; JAX needs the filelock package
+        # for it (without it the cache would fail to write), so only then.
+        if importlib.util.find_spec("filelock") is not None:
+            try:
+                jax.config.update("jax_compilation_cache_max_size", CACHE_MAX_BYTES)
+            except (AttributeError, KeyError, ValueError):
+                pass
         _state["cache"] = path
     return _state["cache"] or None
 

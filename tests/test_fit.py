@@ -166,7 +166,11 @@ def test_float32_fit():
         assert res.params["mu"].dtype == jnp.float32
         assert res.converged
         np.testing.assert_allclose(res.params["mu"], 255.0, rtol=1e-5)
-        np.testing.assert_allclose(res.params["sigma"] ** 2, 113.2, rtol=1e-4)
+        # float32's floor: the mean objective (~3.9) carries rounding noise ~4e-7, and it
+        # rises only as (delta log sigma)^2 near the optimum, so any point within ~6e-4 of
+        # log sigma (1.2e-3 in sigma^2) is as good to the dtype. Measured: 2.1e-4 off with
+        # XLA's default fusion (JAXMLE_TEST_XLA_DEFAULTS=1), 1e-5 with the test options.
+        np.testing.assert_allclose(res.params["sigma"] ** 2, 113.2, rtol=1e-3)
 
 
 def test_result_is_a_pytree():
