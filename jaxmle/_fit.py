@@ -143,7 +143,7 @@ def _compiled(model: Model, s: _Setup, batched: bool, trace_len: int = 0, compac
     key = ("fit", s.opt, s.max_iter, s.gtol, s.ftol, s.n_static, masked, batched, trace_len, compact, check_rows)
 
     def build():
-        stages = Stages(model, s.opt, s.max_iter, s.gtol, s.ftol, s.n_static, trace_len)
+        stages = Stages(model, s.opt, s.max_iter, s.gtol, s.ftol, s.n_static, trace_len, batched)
         if batched:
             return BatchFitter(stages, masked, compact)
 
