@@ -414,7 +414,7 @@ def conclude(out: dict, z0, probes) -> dict:
     # (complete separation): say so, not that a step search failed. A fit stalled on a
     # plateau where some parameters are still determined (curvature left) keeps its
     # failure status: its supremum along the path need not be the maximum.
-    f, noise = p["f"], np.sqrt(np.finfo(z.dtype).eps) * np.maximum(1.0, np.abs(p["f"]))
+    noise = np.sqrt(np.finfo(z.dtype).eps) * np.maximum(1.0, np.abs(p["f"]))
     gmax = np.asarray(out["grad_norm"]) / p["scale"]
     hmax = np.max(np.abs(p["hess"]), axis=(-2, -1)) / p["scale"]
     stalled = np.isin(status, (Status.LINESEARCH_FAILED, Status.PRECISION_LIMIT))
@@ -431,7 +431,7 @@ def _first_order_checks(obj: Objective, spec, state, status, z0, fixed):
     """(None, NaN, boundary, status) for a fit too big for a dense Hessian.
 
     Kept: the loop's stopping rule (max|g| for L-BFGS and Adam, as in every fit by
-    them), a parameter exactly at its edge, and ``_runaways``' probe along the path
+    them), a parameter exactly at its edge, and the probe along the path (``_path_probe``)
     (two evaluations). Not checked: a positive-definite information (a strict
     maximum, not a ridge or saddle) and the probes that need H^-1. CONVERGED here
     means the rule held and no edge or runaway was seen; ``summary`` says so.

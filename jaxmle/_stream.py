@@ -112,7 +112,8 @@ def _report_core(model):
 
 
 def _runaways(ev: Streamed, z, f, z0, Hinv):
-    """``jaxmle._solve._runaways`` with every probe evaluated in passes over the chunks.
+    """``jaxmle._solve``'s runaway probes (``_path_probe``, ``runaway_probes``) with every
+    probe evaluated in passes over the chunks.
 
     The same three probes (along the path travelled; along each coordinate that
     looks unidentified; along the flattest direction), the same distances and
