@@ -19,7 +19,7 @@ from . import optimizers as _opt
 from ._batch import BatchFitter, default_mesh, run_chunks
 from ._compile import jit
 from ._data import (BUCKET_MAX, as_arrays, batch_size, bucket_size, check_mask, float_dtype, group_pad, n_data,
-                    nonfinite_report, pad_rows, substitute_masked, substitute_other)
+                    nonfinite_report, pad_rows, substitute_masked, substitute_other, to_plain)
 from ._model import Model
 from ._result import BatchFitResult, FitResult, warn_float32
 from ._solve import Stages, conclude, ready_data, tolerances
@@ -280,6 +280,10 @@ def fit(
         >>> res = jm.fit(model, jnp.array([240., 255., 261., 248., 271.]))
         >>> res.params["mu"]   # 255.0
     """
+    closed = getattr(model, "closed_form_fit", None)   # a ready model with a closed-form MLE (naive Bayes)
+    if closed is not None and method == "auto" and init is None and int(n_starts) == 1 and not int(trace) \
+            and chunk_size is None and batch_size is None and epochs is None and max_steps is None:
+        return closed(to_plain(data), mask=mask, warn=warn)
     if chunk_size is not None or batch_size is not None:
         if int(n_starts) > 1 or int(trace):
             raise ValueError("n_starts= and trace= need the data in memory: drop chunk_size=/batch_size=, "

@@ -9,6 +9,7 @@ import pytest
 EXAMPLES = pathlib.Path(__file__).resolve().parent.parent / "examples"
 
 EXPECT = {
+    "naive_bayes.py": ["closed form", "count ratios", "cross-entropy"],
     "coin.py": ["p_hat = 0.7000"],
     "reaction_times.py": ["mu_hat = 255.0 ms", "sigma_hat^2 = 113.2"],
     "call_centre.py": ["rate = 4.500 calls/hour"],
