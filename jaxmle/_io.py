@@ -253,7 +253,8 @@ def _rebuild_spec(entries: list) -> ParamSpec:
 def save(res, path, fields: tuple, batched: bool) -> None:
     """Write a result's arrays and a JSON header to one ``.npz`` (no pickle)."""
     arrays: dict = {}
-    layout = {f: _pack(res._field(f), arrays) for f in fields}
+    # cov through the property: a model's own convention (cov="gauss-newton") is what is saved.
+    layout = {f: _pack(res.cov if f == "cov" else res._field(f), arrays) for f in fields}
     groups = getattr(res, "groups", None)
     meta = {
         "format": FORMAT, "kind": "BatchFitResult" if batched else "FitResult",

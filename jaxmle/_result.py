@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import _io, _postfit, _profile_curve, _solve, _stats, _summary
+from . import _io, _postfit, _predict, _profile_curve, _solve, _stats, _summary
 from ._io import DetachedError, DetachedModel, detached_message
 from ._profile import profile_intervals
 from ._status import Status
@@ -112,7 +112,10 @@ class _ResultBase:
     def __getstate__(self):
         # Arrays only: the model's function (a lambda or closure would not pickle, and
         # its compiled programs never do) and the data stay behind; see jaxmle._io.
-        return _io.state(self, FIELDS)
+        state = _io.state(self, FIELDS)
+        if _predict.cov_type(self) == "gauss-newton":   # keep the convention the model asked for
+            state["fields"]["cov"] = _host(self.cov)
+        return state
 
     def __setstate__(self, state):
         init = dict(state["fields"], model=state["model"], method=state["method"], _data_src=None,
@@ -250,6 +253,13 @@ class _ResultBase:
         return self.model.n_free
 
     # -- inference -------------------------------------------------------------
+    @property
+    def cov(self):
+        """Covariance of the free natural-scale parameters, ordered as ``param_names`` (None
+        without a Hessian). The inverse observed information, except for a Gaussian regression
+        built with ``cov="gauss-newton"`` (``jaxmle._predict.covariance``)."""
+        return _predict.covariance(self)
+
     @property
     def estimate_flat(self):
         """Free natural-scale estimates as one flat vector (last axis), as ``cov`` (NumPy)."""
@@ -469,6 +479,62 @@ class FitResult(_ResultBase):
     def summary(self, level: float = 0.95) -> str:
         """A statsmodels-like text table of estimates, errors, z, p and intervals."""
         return _summary.single(self, level)
+
+    # -- predictions (ready models; jaxmle._predict) -------------------------------
+    def predict(self, new_data=None, se: bool = False):
+        """The mean response at ``new_data``: X beta (linear), probabilities (logistic, probit),
+        the rate (Poisson), class probabilities (softmax, (n, n_classes)), f(params, x)
+        (nonlinear_regression). ``new_data`` is a data dict or the covariates alone (X, or x);
+        None predicts the fitted rows. ``se=True`` returns a ``Prediction`` that unpacks as
+        ``(mean, se)`` (delta-method standard errors of the mean from ``cov``, statsmodels'
+        ``get_prediction(...).se_mean``; also ``.predicted_mean``, ``.se_mean``, ``.conf_int()``).
+
+        Example:
+            >>> p = res.predict({"X": X_new})          # logistic: P(y = 1)
+            >>> mean, se = res.predict(X_new, se=True)
+        """
+        return _predict.predict(self, new_data, se)
+
+    @property
+    def fittedvalues(self):
+        """The mean response on the fitted rows (padding dropped); for logistic/Poisson the
+        probabilities/rates (statsmodels GLM's ``fittedvalues``, not Logit's linear predictor)."""
+        return _predict.fittedvalues(self)
+
+    @property
+    def resid(self):
+        """Response residuals y - ``fittedvalues`` (softmax: one_hot(y) - probabilities)."""
+        return _predict.resid(self)
+
+    def _reg(self, key):
+        stats = _predict.regression_stats(self)
+        return None if stats is None else stats[key]
+
+    @property
+    def ssr(self):
+        """Gaussian regressions: the (weighted) residual sum of squares; else None."""
+        return self._reg("ssr")
+
+    @property
+    def df_resid(self):
+        """Gaussian regressions: n - p, p the number of free mean parameters; else None."""
+        return self._reg("df_resid")
+
+    @property
+    def scale(self):
+        """Gaussian regressions: s^2 = ssr / df_resid (statsmodels' scale); else None."""
+        return self._reg("scale")
+
+    @property
+    def redchi(self):
+        """Gaussian regressions: the reduced chi-square, ssr / (sigma^2 df_resid) for a known sigma,
+        else s^2 (lmfit's ``redchi``); else None."""
+        return self._reg("redchi")
+
+    @property
+    def cov_type(self):
+        """Gaussian regressions: the covariance convention, "observed" or "gauss-newton"; else None."""
+        return _predict.cov_type(self)
 
     def __repr__(self):
         return self.summary()

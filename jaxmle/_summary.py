@@ -7,7 +7,7 @@ import textwrap
 import jax
 import numpy as np
 
-from . import _stats
+from . import _predict, _stats
 from ._status import Status, message
 
 
@@ -37,6 +37,9 @@ def single(res, level: float = 0.95) -> str:
            f"information condition number (scaled): {float(res.cond):.3g}")
         + f"    dtype: {res.dtype}",
     ]
+    note = _predict.summary_line(res)   # regressions: residual error, reduced chi-square, cov convention
+    if note:
+        lines.append(note)
     lo_hi = f"[{(1 - level) / 2:.3g}", f"{(1 + level) / 2:.3g}]"
     header = f"{'':>14}{'estimate':>11}{'std err':>11}{'z':>11}{'P>|z|':>11}{lo_hi[0]:>11}{lo_hi[1]:>11}"
     rule = "-" * len(header)

@@ -17,6 +17,7 @@ import numpy as np
 
 from .._model import Model
 from .._params import Fixed, Positive
+from .._predict import check_cov_type
 
 SIGMA = "sigma"
 _KEYS = ("x", "y")
@@ -60,7 +61,7 @@ def _validator(data, batched: bool) -> None:
 
 
 def nonlinear_regression(f: Callable[[Any, Any], jax.Array], spec: dict, sigma: Any = "estimate",
-                         name: str | None = None) -> Model:
+                         name: str | None = None, cov: str = "observed") -> Model:
     """A nonlinear regression y_i = f(params, x)_i + e_i, e_i ~ N(0, sigma^2 / w_i).
 
     Data: ``{"x": ..., "y": (n,)}`` with ``x`` an array (or pytree of arrays) whose
@@ -81,21 +82,44 @@ def nonlinear_regression(f: Callable[[Any, Any], jax.Array], spec: dict, sigma: 
         sigma: "estimate" (default), or a known noise standard deviation (> 0),
             held fixed (``jm.Fixed``).
         name: a label for summaries.
+        cov: the covariance convention of the fit's ``cov`` (and so of its standard
+            errors, intervals and ``predict(..., se=True)``):
+
+            - "observed" (default): the inverse observed information at the MLE,
+              sigma its MLE sqrt(RSS / n) (divisor n). These standard errors are
+              about sqrt((n - p) / n) times the curve-fitting ones below.
+            - "gauss-newton": the mean parameters' block is s^2 (J'J)^-1 with
+              s^2 = RSS / (n - p), J the Jacobian of the (weighted) residuals in the
+              free mean parameters and p their number: what
+              ``scipy.optimize.curve_fit`` (``absolute_sigma=False``), lmfit, R's
+              ``nls`` and NIST's certified standard deviations report. With a known
+              ``sigma`` it is sigma^2 (J'J)^-1 (curve_fit's ``absolute_sigma=True``).
+              sigma keeps its MLE and its observed-information variance; its
+              covariances with the mean parameters are 0. Computed from the data
+              the fit saw when ``res.cov`` is first read; a pickled or loaded
+              result keeps the stored (observed-information) covariance.
+
+            The summary names the convention, with the residual standard error
+            sqrt(RSS / (n - p)) and the reduced chi-square (``res.redchi``).
 
     Returns:
         A ``jm.Model`` with the extra attributes ``residuals(params, data) -> (n,)``
-        (sqrt(w) (y - f), not divided by sigma), ``sigma_name`` ("sigma") and
-        ``mean_fn`` (``f``).
+        (sqrt(w) (y - f), not divided by sigma), ``sigma_name`` ("sigma"), ``f``,
+        ``mean_fn(params, data)`` (``f(params, data["x"])``, what ``res.predict``
+        computes), ``mean_key`` ("x") and ``cov_type``.
 
     Example:
         >>> f = lambda p, x: p["b1"] * (1 - jnp.exp(-p["b2"] * x))
         >>> model = jm.models.nonlinear_regression(f, {"b1": 500.0, "b2": 1e-4})
         >>> res = jm.fit(model, {"x": x, "y": y}, method="lm")
+        >>> res.predict(x_new)                   # f(params, x_new)
+        >>> mean, se = res.predict(x_new, se=True)
     """
     if not callable(f):
         raise TypeError("f must be a mean function f(params, x)")
     if not isinstance(spec, dict) or not spec:
         raise TypeError("spec must be a non-empty dict of the mean function's parameters")
+    check_cov_type(cov)
     if SIGMA in spec:
         raise ValueError(
             f"the parameter name {SIGMA!r} is reserved for the noise standard deviation; "
@@ -140,5 +164,15 @@ def nonlinear_regression(f: Callable[[Any, Any], jax.Array], spec: dict, sigma: 
     model = Model(loglik, {**spec, SIGMA: noise}, name=label, validate=_validator)
     model.residuals = residuals
     model.sigma_name = SIGMA
-    model.mean_fn = f
+    model.f = f
+    model.gn_residuals = residuals
+    model.cov_type = cov
+
+    def mean_fn(params, data):
+        mean = jnp.asarray(f({k: params[k] for k in keys}, data["x"]))
+        n = jax.tree_util.tree_leaves(data["x"])[0].shape[0]
+        return jnp.broadcast_to(mean, (n,)) if mean.ndim == 0 else mean
+
+    model.mean_fn = mean_fn
+    model.mean_key = "x"
     return model

@@ -4,6 +4,11 @@ Each returns a plain ``jm.Model`` whose data is ``{"X": (n, k), "y": (n,)}`` (Po
 may add ``"offset": (n,)``, e.g. log exposure). Include a column of ones in X for an
 intercept. Per-observation log-likelihood terms are returned, so masks, sandwich
 covariances and bootstrap all work.
+
+Each model carries ``mean_fn(params, data)``, the mean response for the rows of
+``data`` (X beta; P(y=1); the Poisson rate exp(X beta + offset); softmax class
+probabilities (n, n_classes)), which ``res.predict(new_data)``, ``res.fittedvalues``
+and ``res.resid`` compute (``jaxmle._predict``).
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from jax.scipy.special import gammaln, log_ndtr, ndtri
 from .. import _linalg
 from .._model import Model
 from .._params import Positive
+from .._predict import check_cov_type
 
 
 def _check_k(k, what="k"):
@@ -79,18 +85,39 @@ def _ols_start(d, mask):
     return {"beta": beta, "sigma": jnp.sqrt(jnp.sum(w * r * r) / jnp.sum(w))}
 
 
-def linear(k: int) -> Model:
+def _ready(model, mean_fn, key="X"):
+    """Attach the mean function ``res.predict`` uses (see ``jaxmle._predict``)."""
+    model.mean_fn = mean_fn
+    model.mean_key = key
+    return model
+
+
+def linear(k: int, cov: str = "observed") -> Model:
     """Gaussian linear regression y ~ N(X beta, sigma^2); params {"beta": (k,), "sigma"}.
 
     The MLE of beta is OLS; sigma is the MLE sqrt(SSR / n) (divisor n, not n - k).
+
+    Args:
+        k: number of columns of X.
+        cov: "observed" (default: the inverse observed information, sigma_hat^2 (X'X)^-1
+            with the MLE sigma_hat^2 = SSR / n) or "gauss-newton": s^2 (X'X)^-1 with
+            s^2 = SSR / (n - k), statsmodels OLS's (and R ``lm``'s) covariance; sigma keeps
+            its MLE and variance, its covariances with beta are 0 (see
+            ``jm.models.nonlinear_regression``).
     """
     _check_k(k)
+    check_cov_type(cov)
 
     def loglik(p, d):
         return jax.scipy.stats.norm.logpdf(d["y"], d["X"] @ p["beta"], p["sigma"])
 
-    return Model(loglik, {"beta": jnp.zeros(k), "sigma": Positive(1.0)}, name="linear", validate=_validator(k),
-                 start=_ols_start)
+    model = Model(loglik, {"beta": jnp.zeros(k), "sigma": Positive(1.0)}, name="linear", validate=_validator(k),
+                  start=_ols_start)
+    # Not named ``residuals``: that would make method="auto" pick Levenberg-Marquardt.
+    model.gn_residuals = lambda p, d: d["y"] - d["X"] @ p["beta"]
+    model.sigma_name = "sigma"
+    model.cov_type = cov
+    return _ready(model, lambda p, d: d["X"] @ p["beta"])
 
 
 def logistic(k: int) -> Model:
@@ -103,7 +130,8 @@ def logistic(k: int) -> Model:
 
     start = _glm_start(lambda y: (y + 0.5) / 2, jax.scipy.special.logit,
                        lambda eta: jax.nn.sigmoid(eta) * jax.nn.sigmoid(-eta), lambda mu: mu * (1 - mu))
-    return Model(loglik, {"beta": jnp.zeros(k)}, name="logistic", validate=_validator(k), start=start)
+    model = Model(loglik, {"beta": jnp.zeros(k)}, name="logistic", validate=_validator(k), start=start)
+    return _ready(model, lambda p, d: jax.nn.sigmoid(d["X"] @ p["beta"]))
 
 
 def probit(k: int) -> Model:
@@ -115,7 +143,8 @@ def probit(k: int) -> Model:
         return d["y"] * log_ndtr(eta) + (1 - d["y"]) * log_ndtr(-eta)
 
     start = _glm_start(lambda y: (y + 0.5) / 2, ndtri, jax.scipy.stats.norm.pdf, lambda mu: mu * (1 - mu))
-    return Model(loglik, {"beta": jnp.zeros(k)}, name="probit", validate=_validator(k), start=start)
+    model = Model(loglik, {"beta": jnp.zeros(k)}, name="probit", validate=_validator(k), start=start)
+    return _ready(model, lambda p, d: jax.scipy.special.ndtr(d["X"] @ p["beta"]))
 
 
 def poisson(k: int) -> Model:
@@ -130,8 +159,9 @@ def poisson(k: int) -> Model:
         return d["y"] * eta - jnp.exp(eta) - gammaln(d["y"] + 1.0)
 
     start = _glm_start(lambda y: y + 0.1, jnp.log, jnp.exp, lambda mu: mu)
-    return Model(loglik, {"beta": jnp.zeros(k)}, name="poisson",
-                 validate=_validator(k, optional=("offset",)), start=start)
+    model = Model(loglik, {"beta": jnp.zeros(k)}, name="poisson",
+                  validate=_validator(k, optional=("offset",)), start=start)
+    return _ready(model, lambda p, d: jnp.exp(d["X"] @ p["beta"] + d.get("offset", 0.0)))
 
 
 def softmax(k: int, n_classes: int) -> Model:
@@ -150,4 +180,10 @@ def softmax(k: int, n_classes: int) -> Model:
         onehot = jax.nn.one_hot(d["y"], n_classes, dtype=eta.dtype)
         return jnp.sum(onehot * logp, axis=-1)
 
-    return Model(loglik, {"beta": jnp.zeros((k, n_classes - 1))}, name="softmax", validate=_validator(k))
+    def mean_fn(p, d):
+        eta = d["X"] @ p["beta"]
+        logits = jnp.concatenate([jnp.zeros(eta.shape[:-1] + (1,), eta.dtype), eta], axis=-1)
+        return jax.nn.softmax(logits, axis=-1)
+
+    model = Model(loglik, {"beta": jnp.zeros((k, n_classes - 1))}, name="softmax", validate=_validator(k))
+    return _ready(model, mean_fn)
