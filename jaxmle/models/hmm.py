@@ -91,26 +91,42 @@ def _backward(logA, e, c):
     return jnp.concatenate([lbs, zero[None]])
 
 
-def _viterbi(log_start, logA, e):
-    def step(d, et):
+def _viterbi(log_start, logA, e, live=None):
+    """Most likely path; steps where ``live`` is False (after the last observed step of a
+    padded sequence) carry the path on unchanged, so the observed part is decoded exactly
+    as the unpadded sequence would be."""
+    K = logA.shape[0]
+    live = jnp.ones(e.shape[0], bool) if live is None else live
+
+    def step(d, inp):
+        et, lt = inp
         s = d[:, None] + logA
         new = jnp.max(s, axis=0) + et
-        return new - jnp.max(new), jnp.argmax(s, axis=0)
+        new, bp = new - jnp.max(new), jnp.argmax(s, axis=0)
+        return jnp.where(lt, new, d), jnp.where(lt, bp, jnp.arange(K, dtype=bp.dtype))
 
     d0 = log_start + e[0]
-    dT, back = jax.lax.scan(step, d0 - jnp.max(d0), e[1:])
+    dT, back = jax.lax.scan(step, d0 - jnp.max(d0), (e[1:], live[1:]))
     last = jnp.argmax(dT)
 
     _, path = jax.lax.scan(lambda s, bp: (bp[s], bp[s]), last, back, reverse=True)
     return jnp.concatenate([path, last[None]])
 
 
+def _live(mask, T):
+    """True up to the last observed step (all True without a mask)."""
+    m = _steps_mask(mask, T)
+    return jnp.flip(jnp.cumsum(jnp.flip(m.astype(jnp.int32)))) > 0
+
+
 class HMM(Model):
     """A hidden Markov model as a ``jm.Model``; build it with ``jm.models.hmm``.
 
-    Besides fitting, it decodes: ``viterbi``, ``posterior``, and puts states in a
-    canonical order with ``sort_states``. Each takes natural-scale params and data
-    (``{"x": (T,)}``, or a batch ``(B, T)`` with batched params) or a fit result.
+    Besides fitting, it decodes: ``viterbi``, ``posterior``; scores new sequences
+    (``score``), draws them (``sample``), and puts states in a canonical order with
+    ``sort_states``. Each takes natural-scale params and data (``{"x": (T,)}``, or a
+    batch ``(B, T)`` with shared or batched params, ragged ones with a mask) or a fit
+    result.
     """
 
     def __init__(self, n_states: int, emission: str, n_categories: int | None, start):
@@ -190,7 +206,7 @@ class HMM(Model):
         dtype = gamma.dtype
         # Transitions into steps after the last observed one carry no information:
         # leaving them out keeps EM from being damped by padding.
-        later = jnp.flip(jnp.cumsum(jnp.flip(m.astype(jnp.int32)))) > 0
+        later = _live(mask, T)
         log_xi = la[:-1, :, None] + lA[None] + (e[1:] + lb[1:] - c[1:, None])[:, None, :]
         counts = jnp.einsum("t,tij->ij", later[1:].astype(dtype), jnp.exp(log_xi))
         A = _normalise(counts)
@@ -257,33 +273,132 @@ class HMM(Model):
         first = jax.tree_util.tree_leaves(params)[0]
         return jnp.ndim(first) > len(self.spec.shapes[0])
 
-    def _apply(self, kind, fn, params, data, mask):
+    @staticmethod
+    def _unwrap(params, data, mask):
         if hasattr(params, "params") and hasattr(params, "loglik"):      # a fit result
             data = params._data if data is None else data
             mask = params._mask if mask is None else mask
             params = params.params
+        return params, data, mask
+
+    def _apply(self, kind, fn, params, data, mask):
+        """``fn(p, x, mask)`` on one sequence, vmapped over whatever carries a batch axis:
+        batched params, a batch of sequences ``x`` (B, T) (with a (B, T) mask), or both."""
+        params, data, mask = self._unwrap(params, data, mask)
         if data is None:
             raise ValueError("pass the data: model.%s(params, {'x': x})" % kind)
         x = jnp.asarray(data["x"] if isinstance(data, dict) else data)
-        batched = self._batched(params)
+        if x.ndim not in (1, 2):
+            raise ValueError(f"x has shape {x.shape}; expected (T,) or a batch (B, T)")
+        if mask is not None:
+            mask = jnp.asarray(mask, bool)
+            if mask.shape[-1] != x.shape[-1] or mask.ndim > 2:
+                raise ValueError(f"mask has shape {mask.shape}; expected one like x {x.shape}")
+        p_axis = 0 if self._batched(params) else None
+        x_axis = 0 if x.ndim == 2 else None
+        m_axis = None if mask is None or mask.ndim == 1 else 0
+        batched = (p_axis, x_axis, m_axis) != (None, None, None)
 
         def build():
             core = lambda p, x, m: fn(p, x, None if m is None else m)  # noqa: E731
             if batched:
-                core = jax.vmap(core, in_axes=(0, 0, None if mask is None else 0))
+                core = jax.vmap(core, in_axes=(p_axis, x_axis, m_axis))
             return jit(core)
 
-        return self.compiled((kind, batched, mask is not None), build)(params, x, mask)
+        key = (kind, p_axis, x_axis, m_axis, mask is not None)
+        return self.compiled(key, build)(params, x, mask)
+
+    def score(self, params, data=None, mask=None):
+        """Log-likelihood of a sequence (hmmlearn's ``score`` at the same parameters).
+
+        Masked steps are skipped (their emission left out), so a ragged batch padded by
+        ``jm.pad`` scores each sequence as if unpadded.
+
+        Args:
+            params: natural-scale params (batched for one set per sequence), or a fit result.
+            data: ``{"x": x}`` or ``x``: one sequence ``(T,)`` or a batch ``(B, T)``.
+            mask: optional boolean mask like ``x``.
+
+        Returns:
+            A scalar, or ``(B,)`` log-likelihoods, one per sequence (hmmlearn's
+            ``score(X, lengths)`` is their sum).
+
+        Example:
+            >>> hmm.score(res.params, {"x": new_counts})
+        """
+        return self._apply("hmm_score", lambda p, x, m: jnp.sum(self._terms(p, {"x": x}, m)),
+                           params, data, mask)
+
+    def _sample_one(self, p, key, T: int):
+        dtype = jnp.result_type(p["start"].dtype, float)
+        k_state, k_emit = jax.random.split(key)
+        u = jax.random.uniform(k_state, (T,), dtype)
+
+        def draw(probs, u):
+            # Inverse CDF: the last state takes whatever rounding leaves of the total.
+            return jnp.sum(jnp.cumsum(probs)[:-1] <= u).astype(jnp.int32)
+
+        A = self.transition_matrix(p)
+        s0 = draw(p["start"], u[0])
+        step = lambda s, ut: (draw(A[s], ut),) * 2  # noqa: E731
+        _, rest = jax.lax.scan(step, s0, u[1:])
+        states = jnp.concatenate([s0[None], rest])
+        if self.emission == "normal":
+            x = p["means"][states] + p["scales"][states] * jax.random.normal(k_emit, (T,), dtype)
+        elif self.emission == "poisson":
+            x = jax.random.poisson(k_emit, p["rates"][states], (T,))
+        else:
+            x = jax.random.categorical(k_emit, _safe_log(_stack(p["emission"]))[states], axis=-1)
+        return {"x": x, "states": states}
+
+    def sample(self, params, T: int, key):
+        """Draw a sequence from the HMM (like hmmlearn's ``sample``), in one compiled program.
+
+        Args:
+            params: natural-scale params, or a fit result; batched params (or a batch
+                fit result) draw one sequence per set, with independent keys.
+            T: sequence length (the program is compiled per T).
+            key: a ``jax.random`` key (an int seeds ``jax.random.PRNGKey``).
+
+        Returns:
+            ``{"x": (T,), "states": (T,)}`` (``(B, T)`` for batched params): the
+            emissions (float for normal, int for poisson and categorical) and the hidden
+            states.
+
+        Example:
+            >>> d = hmm.sample(res.params, 1000, jax.random.PRNGKey(0))
+            >>> hmm.score(res.params, {"x": d["x"]})
+        """
+        params, _, _ = self._unwrap(params, None, None)
+        if not isinstance(T, (int, np.integer)) or T < 1:
+            raise ValueError(f"T must be a positive int, got {T!r}")
+        T = int(T)
+        if isinstance(key, (int, np.integer)):
+            key = jax.random.PRNGKey(int(key))
+        batched = self._batched(params)
+
+        def build():
+            one = lambda p, k: self._sample_one(p, k, T)  # noqa: E731
+            if batched:
+                B = lambda p: jax.tree_util.tree_leaves(p)[0].shape[0]  # noqa: E731
+                return jit(lambda p, k: jax.vmap(one)(p, jax.random.split(k, B(p))))
+            return jit(one)
+
+        return self.compiled(("hmm_sample", T, batched), build)(params, key)
 
     def viterbi(self, params, data=None, mask=None):
         """Most likely state path (Viterbi), int array shaped like ``x``.
 
-        Masked steps are decoded from the transitions alone (their emission skipped).
+        Masked steps inside a sequence are decoded from the transitions alone (their
+        emission skipped); steps after the last observed one (padding) repeat its state.
 
         Args:
-            params: natural-scale params (batched for a batch of sequences), or a fit result.
-            data: ``{"x": x}`` or ``x``; a fit result's own data by default.
-            mask: optional boolean mask like ``x`` (a fit result's own by default).
+            params: natural-scale params (batched: one set per sequence), or a fit result.
+            data: ``{"x": x}`` or ``x``: one sequence ``(T,)`` or a batch ``(B, T)``
+                (with shared or batched params); a fit result's own data by default.
+            mask: optional boolean mask like ``x`` (a fit result's own by default);
+                ragged sequences padded by ``jm.pad`` decode as if unpadded up to
+                their length.
 
         Returns:
             States ``(T,)`` or ``(B, T)``.
@@ -291,7 +406,8 @@ class HMM(Model):
         Example:
             >>> states = model.viterbi(res)     # res = jm.fit(model, {"x": counts})
         """
-        return self._apply("hmm_viterbi", lambda p, x, m: _viterbi(*self._log_parts(p, x, m)),
+        return self._apply("hmm_viterbi",
+                           lambda p, x, m: _viterbi(*self._log_parts(p, x, m), _live(m, x.shape[0])),
                            params, data, mask)
 
     def posterior(self, params, data=None, mask=None):
