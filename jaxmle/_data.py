@@ -60,11 +60,12 @@ def n_data(data) -> int | None:
     return sizes.pop() if len(sizes) == 1 else None
 
 
-def substitute_masked(data, mask):
-    """Replace masked-out observations by the first valid one.
+def substitute_masked(data, mask, fill=lambda first_row: first_row):
+    """Replace masked-out observations by the first valid one (or ``fill`` of it).
 
     Padded or NaN entries then never reach the log-density, so neither their values
-    nor their gradients (0 * NaN = NaN) can leak into the fit.
+    nor their gradients (0 * NaN = NaN) can leak into the fit. ``substitute_other``
+    passes another ``fill``.
     """
     if mask is None:
         return data
@@ -74,7 +75,7 @@ def substitute_masked(data, mask):
     def fix(x):
         if jnp.ndim(x) >= 1 and x.shape[0] == n:
             m = mask.reshape((n,) + (1,) * (x.ndim - 1))
-            return jnp.where(m, x, x[first])
+            return jnp.where(m, x, fill(x[first]))
         return x
 
     return jax.tree_util.tree_map(fix, data)
@@ -154,10 +155,6 @@ def _on_host(leaf) -> bool:
     return not isinstance(leaf, jax.Array) or all(d.platform == "cpu" for d in leaf.devices())
 
 
-def _finite_np(arr, use) -> bool:
-    return bool((np.isfinite(arr) | ~use.reshape(use.shape + (1,) * (arr.ndim - use.ndim))).all())
-
-
 def nonfinite_report(data, mask=None):
     """Names of data leaves with NaN/inf at unmasked positions (host check)."""
     bad = []
@@ -166,19 +163,18 @@ def nonfinite_report(data, mask=None):
         if not jnp.issubdtype(leaf.dtype, jnp.floating):
             continue
         use = m if m is not None and leaf.shape[: m.ndim] == m.shape else None
-        if _on_host(leaf):
-            # NumPy on the host's own buffer: no program compiled for each new data shape.
-            arr = np.asarray(leaf)
-            if np.isfinite(arr).all() or (use is not None and _finite_np(arr, np.asarray(use))):
-                continue
-        elif bool(_finite_where_used(leaf, use)):
+        # On an accelerator one fused reduction decides first, and only a failing leaf
+        # is copied to the host to say where; on the CPU NumPy reads the buffer itself
+        # (no program compiled for each new data shape).
+        if not _on_host(leaf) and bool(_finite_where_used(leaf, use)):
             continue
-        # Only a failing leaf is copied to the host, to say where.
         arr = np.asarray(leaf)
         finite = np.isfinite(arr)
         if use is not None:
             u = np.asarray(use)
             finite = finite | ~u.reshape(u.shape + (1,) * (arr.ndim - u.ndim))
+        if finite.all():
+            continue
         where = np.argwhere(~finite)[:3].tolist()
         name = jax.tree_util.keystr(path) or "data"
         bad.append(f"{name} ({(~finite).sum()} values, first at {where})")
@@ -397,14 +393,4 @@ def substitute_other(data, mask):
     """Masked-out observations replaced by a value unlike any real one (2 x + 1 of the
     first valid row, the negation for booleans): ``rows_independent`` compares the
     log-density's terms under this and under ``substitute_masked``."""
-    n = mask.shape[0]
-    first = jnp.argmax(mask)
-
-    def fix(x):
-        if jnp.ndim(x) >= 1 and x.shape[0] == n:
-            m = mask.reshape((n,) + (1,) * (x.ndim - 1))
-            other = ~x[first] if x.dtype == bool else x[first] * 2 + 1
-            return jnp.where(m, x, other)
-        return x
-
-    return jax.tree_util.tree_map(fix, data)
+    return substitute_masked(data, mask, lambda row: ~row if row.dtype == bool else row * 2 + 1)

@@ -91,19 +91,16 @@ def _setup(model, data, method, init, max_iter, tol, ftol, mask, nan_policy, bat
                    "nan_policy='status' to give those datasets Status.NONFINITE") if batched else (
                    "Drop those observations, or pass mask= with False at them")
             raise ValueError("data contain NaN or inf: " + "; ".join(bad) + ". " + fix)
-    one = data
-    if batched:
-        one = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape[1:], x.dtype), data)
+    one = _one_dataset(data, batched)
     n_terms = model.check_output(one, dtype, mask is not None)
     padded = False
     if bucket and n_terms is not None and n_terms == n_data(one) and model.rowwise is not False and (
             not batched or mask is not None):
-        size = bucket_size(n_terms)
         if n_terms <= BUCKET_MAX:
             # Padded (masked) even when n fills the bucket: one program per bucket.
-            pdata, pmask = pad_rows(data, mask, n_terms, size, int(batched))
+            pdata, pmask = pad_rows(data, mask, n_terms, bucket_size(n_terms), int(batched))
             pdata, pmask = as_arrays(pdata), jnp.asarray(pmask)
-            pone = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape[int(batched):], x.dtype), pdata)
+            pone = _one_dataset(pdata, batched)
             try:
                 n_pad = model.check_output(pone, dtype, True)
             except (ValueError, TypeError):
@@ -119,6 +116,13 @@ def _setup(model, data, method, init, max_iter, tol, ftol, mask, nan_policy, bat
     z0 = jax.vmap(to_z)(*leaves) if batched else to_z(*leaves)
     fixed = model.spec.fixed_values(leaves, dtype)
     return _Setup(data, mask, opt, int(max_iter), gtol, ftol, n_terms, n_static, leaves, z0, fixed, padded)
+
+
+def _one_dataset(data, batched: bool):
+    """The shapes of one dataset: the data itself, or a batch's without its leading axis."""
+    if not batched:
+        return data
+    return jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape[1:], x.dtype), data)
 
 
 def rows_independent(model: Model, z0, fixed, data, mask):
