@@ -97,12 +97,17 @@ def as_arrays(data, what="data"):
     out = []
     for leaf in leaves:
         try:
-            arr = jnp.asarray(leaf)
+            host = None if isinstance(leaf, jax.Array) else np.asarray(leaf)
+            # Strings and objects: jnp.asarray would try to parse them (a SyntaxError for ",").
+            arr = None if host is not None and host.dtype.kind in "USO" else jnp.asarray(leaf)
         except (TypeError, ValueError):
             raise TypeError(
                 f"{what} leaf of type {type(leaf).__name__} cannot be made an array; "
                 "pass numbers, numpy or JAX arrays"
             ) from None
+        if arr is None:
+            raise TypeError(f"{what} has non-numeric dtype {host.dtype} (e.g. {host.ravel()[:1].tolist()}); "
+                            "pass numbers, numpy or JAX arrays")
         if not (jnp.issubdtype(arr.dtype, jnp.number) or arr.dtype == bool):
             raise TypeError(f"{what} has non-numeric dtype {arr.dtype}")
         if jnp.issubdtype(arr.dtype, jnp.complexfloating):

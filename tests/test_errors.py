@@ -166,3 +166,12 @@ def test_uniform_with_identical_values():
         jm.fit_distribution("uniform", np.ones(4))
     batch = jm.fit_distribution("uniform", np.array([[1.0, 1.0, 1.0], [0.0, 1.0, 2.0]]), batch=True)
     assert batch.status.tolist() == [jm.Status.NONFINITE, jm.Status.AT_BOUNDARY]
+
+
+def test_string_data_gets_the_documented_error():
+    # jnp.asarray parses strings: [","] raised a SyntaxError from deep inside JAX (found by
+    # the fuzz harness).
+    model = jm.Model(lambda p, x: -(x - p["m"]) ** 2, {"m": 0.0})
+    for bad in ([","], ["1.5", "2"], {"x": ["a", "b"]}):
+        with pytest.raises(TypeError, match="data has non-numeric dtype"):
+            jm.fit(model, bad)
