@@ -150,14 +150,51 @@ def cho_solve(L, b):
 def eigh(A):
     """(eigenvalues ascending, eigenvectors as columns) of the symmetric part of ``A``.
 
-    Always LAPACK (chunked under vmap): cyclic Jacobi written elementwise was about
-    2x faster for k <= 4 but took seconds to compile (benchmarks/small_solves.py),
-    and the eigendecomposition runs only for indefinite Hessians and once per fit
-    at the end, so compile time matters more here than run time.
+    For k <= 2 one Jacobi rotation diagonalises the matrix exactly (``_eigh2``):
+    no LAPACK call, so a one- or two-parameter model's program neither waits for
+    jaxlib to load LAPACK (it imports scipy.linalg for it, ~0.35 s once per
+    process) nor carries a custom call. Larger k: LAPACK (chunked under vmap):
+    cyclic Jacobi written elementwise was about 2x faster for k <= 4 but took
+    seconds to compile (benchmarks/small_solves.py), and the eigendecomposition
+    runs only for indefinite Hessians and once per fit at the end, so compile time
+    matters more here than run time.
     """
     A = _sym(A)
     k = A.shape[0]
+    if k <= 2:
+        return _eigh2(A)
     return _chunked(jnp.linalg.eigh, 5 * k ** 3)(A)
+
+
+def _eigh2(A):
+    """Closed-form eigendecomposition of a symmetric 1x1 or 2x2 matrix.
+
+    The rotation of the classical Jacobi method (Rutishauser's formulas:
+    t = tan(theta) = sign(zeta) / (|zeta| + sqrt(1 + zeta^2)), zeta = (c - a) / 2b)
+    zeroes the off-diagonal entry; the eigenvalues a - t b and c + t b carry errors
+    of order eps * ||A||, as LAPACK's do. A NaN entry gives NaN results, as LAPACK.
+    """
+    if A.shape[0] == 1:
+        return A[0], jnp.ones_like(A)
+    a, b, c = A[0, 0], A[0, 1], A[1, 1]
+    dtype = A.dtype
+    nonzero = b != 0
+    bs = jnp.where(nonzero, b, 1.0)
+    zeta = (c - a) / (2.0 * bs)
+    big = jnp.abs(zeta) > 1.0 / jnp.sqrt(jnp.finfo(dtype).eps)
+    root = jnp.where(big, jnp.abs(zeta), jnp.sqrt(1.0 + jnp.where(big, 0.0, zeta) ** 2))
+    t = jnp.where(zeta >= 0, 1.0, -1.0) / (jnp.abs(zeta) + root)
+    t = jnp.where(nonzero, t, jnp.zeros((), dtype))
+    cs = 1.0 / jnp.sqrt(1.0 + t * t)
+    sn = t * cs
+    w1, w2 = a - t * b, c + t * b
+    # Columns: (cs, -sn) belongs to w1, (sn, cs) to w2; ascending order.
+    swap = w1 > w2
+    lo, hi = jnp.where(swap, w2, w1), jnp.where(swap, w1, w2)
+    v1 = jnp.stack([cs, -sn])
+    v2 = jnp.stack([sn, cs])
+    V = jnp.stack([jnp.where(swap, v2, v1), jnp.where(swap, v1, v2)], axis=1)
+    return jnp.stack([lo, hi]), V
 
 
 def svd(A):
