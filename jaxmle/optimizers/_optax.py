@@ -6,7 +6,6 @@ from typing import Any, ClassVar, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import optax
 
 from ._base import Optimizer, StepInfo, info
 
@@ -40,6 +39,7 @@ class OptaxMethod(Optimizer):
         return OptaxState(z0, f, g, self.transformation().init(z0)), info(1, 1, 0)
 
     def step(self, objective, state: OptaxState, data, active=True) -> tuple[OptaxState, StepInfo]:
+        import optax  # here, not at import: a Newton fit never loads it
         def fn(z):
             return objective(z, data)
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 
 import jax.numpy as jnp
-import optax
 
 from ._optax import OptaxMethod
 
@@ -39,6 +38,7 @@ class Adam(_FirstOrder):
     name = "adam"
 
     def transformation(self):
+        import optax  # here, not at import: a Newton fit never loads it
         return optax.chain(
             optax.adam(self.learning_rate, b1=self.b1, b2=self.b2),
             optax.contrib.reduce_on_plateau(
@@ -63,6 +63,7 @@ class GradientAscent(_FirstOrder):
     name = "gd"
 
     def transformation(self):
+        import optax  # here, not at import: a Newton fit never loads it
         if self.learning_rate is not None:
             return optax.sgd(self.learning_rate)
         return optax.chain(

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 
-import optax
-
 from ._optax import OptaxMethod
 
 
@@ -26,6 +24,7 @@ class LBFGS(OptaxMethod):
     reuses_values = True
 
     def transformation(self):
+        import optax  # here, not at import: a Newton fit never loads it
         return optax.lbfgs(
             memory_size=self.memory_size,
             linesearch=optax.scale_by_zoom_linesearch(
