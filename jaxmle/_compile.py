@@ -21,6 +21,16 @@ Environment:
         or ``none`` turns it off. A cache directory the user configured in JAX
         (``jax_compilation_cache_dir`` / ``JAX_COMPILATION_CACHE_DIR``) is left as is.
     JAXMLE_COMPILER_OPTIONS: ``0``/``off`` compiles with XLA's defaults.
+
+Saved programs. JAX's cache still traces and lowers a program before it can look it
+up (0.3-0.7 s for a fit). A program whose model has a fingerprint (``model_key``) is
+also saved whole, as the compiled executable, in ``programs/`` under the cache
+directory, keyed by that fingerprint, the program's settings and argument shapes,
+and the versions of everything that shapes it (Python, jax, jaxlib, numpy, jaxmle's
+own source, the source files of user modules the model names, x64): a second
+session loads it without tracing (``_Program``). Programs with host callbacks or
+custom calls other than LAPACK's are not saved. ``JAXMLE_CACHE_DIR=off`` turns this
+off with the rest; deleting the directory clears it.
 """
 
 from __future__ import annotations
@@ -29,6 +39,11 @@ import functools
 import hashlib
 import importlib.util
 import os
+import pickle
+import re
+import sys
+import tempfile
+import threading
 import types
 from typing import Any, Callable
 
@@ -109,7 +124,8 @@ def jit(fn: Callable | None = None, **kwargs) -> Callable:
 
     Usable as ``jit(fn)``, ``jit(fn, static_argnums=...)`` or as a decorator. Called
     inside another traced function (a user's ``jax.jit`` or ``vmap``), the function is
-    inlined there: compiler options belong to top-level programs only.
+    inlined there: compiler options belong to top-level programs only. The returned
+    ``_Program`` is saved to disk once ``persist_as`` gives it a key.
     """
     if fn is None:
         return functools.partial(jit, **kwargs)
@@ -118,32 +134,279 @@ def jit(fn: Callable | None = None, **kwargs) -> Callable:
 
 
 class _Program:
-    """A jitted function that runs inline when called on tracers (see ``jit``)."""
+    """A jitted function that runs inline when called on tracers (see ``jit``).
+
+    With a key (``persist_as``) and concrete arguments, each argument signature's
+    executable is loaded from ``programs_dir()`` when saved there (no trace, no
+    lowering, no compile), else compiled and saved.
+    """
 
     def __init__(self, fn, jitted):
         self._fn, self._jitted = fn, jitted
+        self._persist: str | None = None
+        self._executables: dict = {}
         functools.update_wrapper(self, fn)
 
+    def persist_as(self, material) -> "_Program":
+        """Save this program's executables under a key made from ``material`` (its repr)."""
+        if programs_dir() is not None and self._persist is None:
+            try:
+                text = repr(material)
+            except Exception:       # noqa: BLE001 - an unprintable key: do not save
+                return self
+            if " at 0x" not in text:     # a repr with an address differs per session
+                self._persist = hashlib.sha256(text.encode()).hexdigest()
+        return self
+
     def __call__(self, *args, **kwargs):
-        if any(isinstance(x, jax.core.Tracer) for x in jax.tree_util.tree_leaves((args, kwargs))):
+        leaves, tree = jax.tree_util.tree_flatten((args, kwargs))
+        if any(isinstance(x, jax.core.Tracer) for x in leaves):
             return self._fn(*args, **kwargs)
-        return self._jitted(*args, **kwargs)
+        if self._persist is None:
+            return self._jitted(*args, **kwargs)
+        try:
+            sig = (tree, tuple(_aval(x) for x in leaves))
+        except _NotSaved:
+            return self._jitted(*args, **kwargs)
+        exe = self._executables.get(sig)
+        if exe is None:
+            exe, loaded_from = _load_or_compile(self._jitted, args, kwargs, self._persist, sig)
+            if loaded_from is not None:
+                # The first call of a loaded executable is checked: one that cannot run
+                # (a jaxlib that lost its functions) is deleted and compiled again.
+                try:
+                    out = exe(*args, **kwargs)
+                    jax.block_until_ready(out)
+                except Exception:       # noqa: BLE001
+                    _remove(loaded_from)
+                    self._executables[sig] = _NOT_SAVED
+                    return self._jitted(*args, **kwargs)
+                self._executables[sig] = exe
+                return out
+            self._executables[sig] = exe
+        if exe is _NOT_SAVED:
+            return self._jitted(*args, **kwargs)
+        return exe(*args, **kwargs)
 
     def __getattr__(self, name):      # lower, trace, _cache_size, ...
         return getattr(self._jitted, name)
 
 
 def lazy_jit(fn: Callable) -> Callable:
-    """A module-level ``jit`` that builds its program at the first call, not at import."""
+    """A module-level ``jit`` that builds its program at the first call, not at import.
+
+    Its executables are saved across sessions (keyed by jaxmle's source, which is
+    all such a function reads).
+    """
     holder = []
 
     @functools.wraps(fn)
     def call(*args, **kwargs):
         if not holder:
-            holder.append(jit(fn))
+            holder.append(jit(fn).persist_as(("jaxmle function", fn.__module__, fn.__qualname__)))
         return holder[0](*args, **kwargs)
 
     return call
+
+
+# -- saved executables ----------------------------------------------------------------
+
+#: Size limit of the saved executables (oldest first out).
+PROGRAMS_MAX_BYTES = 256 * 2 ** 20
+_FORMAT = 1
+_NOT_SAVED = object()
+_lock = threading.Lock()
+
+
+class _NotSaved(Exception):
+    """An argument or program that is not saved to disk."""
+
+
+def programs_dir() -> str | None:
+    """Where executables are saved (``programs`` in ``cache_dir()``), or None when off."""
+    base = cache_dir()
+    return None if base is None else os.path.join(base, "programs")
+
+
+def _aval(x):
+    """A leaf's part of an argument signature: dtype, shape, weak type (committed
+    arrays on one device only: a sharded argument is not saved)."""
+    if isinstance(x, jax.Array):
+        if len(x.sharding.device_set) != 1:
+            raise _NotSaved(x)
+        return (x.dtype.str, x.shape, bool(getattr(x, "weak_type", False)))
+    if isinstance(x, (np.ndarray, np.generic)):
+        return (x.dtype.str, x.shape, False)
+    if isinstance(x, (bool, int, float, complex)):
+        return (type(x).__name__, (), True)
+    raise _NotSaved(x)
+
+
+@functools.lru_cache(maxsize=None)
+def _environment() -> str:
+    """Everything outside a program's key that shapes its executable, as one string."""
+    import jaxlib
+    here = os.path.dirname(os.path.abspath(__file__))
+    h = hashlib.sha256()
+    for root, dirs, files in os.walk(here):
+        dirs[:] = sorted(d for d in dirs if d != "__pycache__")
+        for name in sorted(files):
+            if name.endswith(".py"):
+                with open(os.path.join(root, name), "rb") as f:
+                    h.update(name.encode() + f.read())
+    device = jax.devices()[0]
+    return repr((_FORMAT, sys.version, jax.__version__, jaxlib.__version__, np.__version__, h.hexdigest(),
+                 device.platform, getattr(device, "device_kind", ""), len(jax.devices()),
+                 compiler_options(), bool(jax.config.jax_enable_x64),
+                 str(jax.config.jax_default_matmul_precision), str(jax.config.jax_numpy_dtype_promotion),
+                 os.environ.get("XLA_FLAGS", "")))
+
+
+def _file_for(key: str, sig) -> str:
+    material = repr((key, _environment(), _user_sources(), repr(sig)))
+    return os.path.join(programs_dir(), hashlib.sha256(material.encode()).hexdigest() + ".jaxexe")
+
+
+_SITE = tuple(os.path.realpath(p) for p in {sys.prefix, sys.base_prefix, sys.exec_prefix})
+
+
+def _user_sources() -> str:
+    """A digest of the source files of the user's own modules loaded now.
+
+    A model's fingerprint names the modules and classes it uses but does not read
+    their code; a saved executable must not outlive an edit to such a file. Modules
+    of the Python installation (the standard library, installed packages) are
+    covered by the versions in ``_environment``; jaxmle's by its source digest.
+    """
+    h = hashlib.sha256()
+    for name, mod in sorted(sys.modules.items()):
+        path = getattr(mod, "__file__", None)
+        # __main__ (a script): its functions are keyed by their code, and its classes
+        # are never shared (``_fp``).
+        if not path or name == "__main__" or name.split(".")[0] == "jaxmle" or not path.endswith(".py"):
+            continue
+        if path.startswith(_SITE):
+            continue
+        real = os.path.realpath(path)
+        if real.startswith(_SITE):
+            continue
+        try:
+            st = os.stat(real)
+        except OSError:
+            continue
+        h.update(f"{name}:{real}:{st.st_size}:{st.st_mtime_ns};".encode())
+    return h.hexdigest()
+
+
+_CUSTOM_CALL = re.compile(r"custom_call\s*@([\w.$-]+)")
+
+
+def _load_or_compile(jitted, args, kwargs, key: str, sig):
+    """(executable, the file it was loaded from or None): loaded from disk, else compiled
+    (and saved), or ``_NOT_SAVED`` for the plain jitted call."""
+    try:
+        path = _file_for(key, sig)
+    except Exception:       # noqa: BLE001
+        return _NOT_SAVED, None
+    exe = _load(path, sig)
+    if exe is not None:
+        return exe, path
+    lowered = jitted.lower(*args, **kwargs)
+    targets = set(_CUSTOM_CALL.findall(lowered.as_text()))
+    if any(not t.startswith("lapack_") for t in targets):
+        return lowered.compile(), None      # host callbacks, other custom calls: not saved
+    hits = []
+
+    def listen(event, **_):
+        if event == "/jax/compilation_cache/cache_hits":
+            hits.append(event)
+
+    from jax._src import config as jax_config, monitoring
+    monitoring.register_event_listener(listen)
+    try:
+        # Not into JAX's cache as well: this file holds it. (An executable that JAX's
+        # cache loaded cannot be serialised again: jaxlib 0.10 loses its functions.)
+        with jax_config.persistent_cache_min_compile_time_secs(float("inf")):
+            compiled = lowered.compile()
+    finally:
+        _unregister(monitoring, listen)
+    if not hits:
+        _save(path, compiled, bool(targets))
+    return compiled, None
+
+
+def _unregister(monitoring, listen):
+    try:
+        monitoring.unregister_event_listener(listen)
+    except Exception:       # noqa: BLE001 - an older JAX: leave it (it only appends)
+        pass
+
+
+def _load(path: str, sig):
+    try:
+        with open(path, "rb") as f:
+            entry = pickle.load(f)
+    except FileNotFoundError:
+        return None
+    except Exception:       # noqa: BLE001 - a truncated or foreign file: compile again
+        _remove(path)
+        return None
+    try:
+        from jax.experimental import serialize_executable
+        if entry["format"] != _FORMAT:
+            return None
+        if entry["lapack"]:
+            # A LAPACK call needs jaxlib's LAPACK set up (lowering does it; loading does not).
+            from jax._src.lax import linalg
+            linalg.initialize_lapack()
+        exe = serialize_executable.deserialize_and_load(entry["blob"], entry["in_tree"], entry["out_tree"])
+    except Exception:       # noqa: BLE001
+        _remove(path)
+        return None
+    try:
+        os.utime(path)      # recently used: evicted last
+    except OSError:
+        pass
+    return exe
+
+
+def _save(path: str, compiled, lapack: bool) -> None:
+    try:
+        from jax.experimental import serialize_executable
+        blob, in_tree, out_tree = serialize_executable.serialize(compiled)
+        data = pickle.dumps({"format": _FORMAT, "blob": blob, "in_tree": in_tree, "out_tree": out_tree,
+                             "lapack": lapack})
+        folder = os.path.dirname(path)
+        os.makedirs(folder, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+        _evict(folder)
+    except Exception:       # noqa: BLE001 - a read-only or full disk: run without saving
+        return
+
+
+def _evict(folder: str) -> None:
+    with _lock:
+        try:
+            entries = [(e.stat().st_mtime, e.stat().st_size, e.path) for e in os.scandir(folder)
+                       if e.name.endswith(".jaxexe")]
+        except OSError:
+            return
+        total = sum(size for _, size, _ in entries)
+        for _, size, p in sorted(entries):
+            if total <= PROGRAMS_MAX_BYTES:
+                break
+            _remove(p)
+            total -= size
+
+
+def _remove(path: str) -> None:
+    try:
+        os.remove(path)
+    except OSError:
+        pass
 
 
 # -- fingerprints: what a function computes, as a hashable key ------------------------

@@ -124,6 +124,9 @@ class Model:
                 fn = _SHARED.get((shared, key))
             if fn is None:
                 fn = build()
+                if shared is not None and hasattr(fn, "persist_as"):
+                    # Saved to disk as well: a later session loads it without tracing.
+                    fn.persist_as(("model program", shared, key))
                 if shared is not None:
                     if len(_SHARED) >= _SHARED_MAX:
                         _SHARED.pop(next(iter(_SHARED)))

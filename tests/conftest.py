@@ -26,6 +26,9 @@ jax.config.update("jax_enable_x64", True)
 # for every new model, so tests that count traces or compiled programs see no change.
 _XLA_CACHE = tempfile.mkdtemp(prefix="jaxmle-tests-xla-")
 atexit.register(shutil.rmtree, _XLA_CACHE, ignore_errors=True)
+# jaxmle's saved programs (``jaxmle._compile``) go there too, not to the user's cache;
+# subprocesses (examples, CLI) inherit it.
+os.environ["JAXMLE_CACHE_DIR"] = _XLA_CACHE
 jax.config.update("jax_compilation_cache_dir", _XLA_CACHE)
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.1)
 jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)

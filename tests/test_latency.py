@@ -208,3 +208,93 @@ def test_a_log_density_written_for_its_exact_length_is_not_padded():
     assert model.rowwise is False
     np.testing.assert_allclose(float(res.params["mu"]), 2.0, rtol=1e-10)
     assert int(res.n_obs) == 3
+
+
+# -- saved programs: a second session loads the fit's executable, no trace, no compile --
+
+_SESSION = """
+import sys, jax, numpy as np
+jax.config.update("jax_enable_x64", True)
+from jax._src import monitoring
+compiles = []
+monitoring.register_event_duration_secs_listener(
+    lambda event, duration, **kw: compiles.append(event) if event == "/jax/core/compile/backend_compile_duration" else None)
+traces = []
+monitoring.register_event_duration_secs_listener(
+    lambda event, duration, **kw: traces.append(event) if event == "/jax/core/compile/jaxpr_trace_duration" else None)
+sys.path.insert(0, sys.argv[1])
+import jaxmle as jm
+import usermod
+m = jm.Model(usermod.loglik, {"mu": 0.0, "sigma": jm.Positive(1.0)})
+x = np.array([1.0, 2.0, 4.0, 3.5, 0.5])
+before = len(compiles), len(traces)
+res = jm.fit(m, x)
+print(repr(float(res.params["mu"])), repr(float(res.params["sigma"])), repr(float(res.stderr["mu"])),
+      len(compiles) - before[0], len(traces) - before[1])
+"""
+
+# The shift sits in a class: a model's fingerprint names classes of modules but does
+# not read them, so only the module's source digest can tell the edit apart.
+_USERMOD = """
+import jax
+class Shift:
+    value = {shift}
+def loglik(p, x):
+    return jax.scipy.stats.norm.logpdf(x - Shift.value, p["mu"], p["sigma"])
+"""
+
+
+def _session(tmp_path, env):
+    out = subprocess.run([sys.executable, "-c", _SESSION, str(tmp_path / "mod")], env=env, capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    mu, sigma, se, n_compiles, n_traces = out.stdout.split()[-5:]
+    return float(mu), float(sigma), float(se), int(n_compiles), int(n_traces)
+
+
+def test_a_second_session_loads_the_saved_fit_and_an_edited_module_is_not_stale(tmp_path):
+    (tmp_path / "mod").mkdir()
+    (tmp_path / "mod" / "usermod.py").write_text(_USERMOD.format(shift=0.0))
+    env = {k: v for k, v in os.environ.items() if k != "JAX_COMPILATION_CACHE_DIR"}
+    env["JAXMLE_CACHE_DIR"] = str(tmp_path / "cache")
+    first = _session(tmp_path, env)
+    saved = list((tmp_path / "cache" / "programs").glob("*.jaxexe"))
+    assert saved, "the fit's program was not saved"
+    second = _session(tmp_path, env)
+    x = np.array([1.0, 2.0, 4.0, 3.5, 0.5])
+    # Closed form: the normal MLE; SE of mu = sigma_hat / sqrt(n).
+    for mu, sigma, se, _, _ in (first, second):
+        np.testing.assert_allclose([mu, sigma, se], [x.mean(), x.std(), x.std() / np.sqrt(5)], rtol=1e-9)
+    assert second[:3] == first[:3]
+    assert first[3] >= 1
+    # The fit's program is loaded, not compiled: what compiles now is at most a few
+    # one-operation programs of the setup, far fewer than the first session.
+    assert second[3] < first[3] and second[4] < first[4], (first, second)
+    # An edited user module (same names, other code) must not reuse the old program.
+    (tmp_path / "mod" / "usermod.py").write_text(_USERMOD.format(shift=1.0))
+    third = _session(tmp_path, env)
+    np.testing.assert_allclose(third[0], x.mean() - 1.0, rtol=1e-9)
+
+
+def test_a_damaged_saved_program_is_compiled_again(tmp_path):
+    (tmp_path / "mod").mkdir()
+    (tmp_path / "mod" / "usermod.py").write_text(_USERMOD.format(shift=0.0))
+    env = {k: v for k, v in os.environ.items() if k != "JAX_COMPILATION_CACHE_DIR"}
+    env["JAXMLE_CACHE_DIR"] = str(tmp_path / "cache")
+    first = _session(tmp_path, env)
+    for f in (tmp_path / "cache" / "programs").glob("*.jaxexe"):
+        f.write_bytes(f.read_bytes()[:100])
+    again = _session(tmp_path, env)
+    assert again[:3] == first[:3] and again[3] >= 1
+
+
+def test_a_program_with_a_host_callback_is_not_saved(tmp_path, monkeypatch):
+    monkeypatch.setenv("JAXMLE_CACHE_DIR", str(tmp_path))
+
+    def loglik(p, x):
+        jax.debug.callback(lambda v: None, p["mu"])
+        return jax.scipy.stats.norm.logpdf(x, p["mu"], 1.0)
+
+    res = jm.fit(jm.Model(loglik, {"mu": 0.0}), np.array([1.0, 2.0, 3.0]))
+    np.testing.assert_allclose(float(res.params["mu"]), 2.0, rtol=1e-10)
+    assert not list((tmp_path / "programs").glob("*.jaxexe"))
