@@ -210,3 +210,19 @@ def test_compaction_does_not_retrace():
     other, _ = _heavy_tailed_logistic(seed=4)
     jm.fit_batch(model, other, mask=mask, compact=True)
     assert len(traces) == after_first
+
+
+def test_big_batches_invert_in_their_program_small_ones_on_the_host(monkeypatch):
+    # Both finish programs give the same covariances and statuses (one of the datasets
+    # is constant: its sigma MLE is 0, a boundary).
+    xs = np.asarray(jax.random.normal(jax.random.key(5), (40, 12))) * 2 + 1
+    xs[3] = 1.0
+    model = normal_model()
+    host = jm.fit_batch(model, xs)
+    monkeypatch.setattr("jaxmle._batch.HOST_INVERT_MAX", 8)
+    prog = jm.fit_batch(model, xs)
+    np.testing.assert_array_equal(host.status, prog.status)
+    ok = np.asarray(host.status) == jm.Status.CONVERGED
+    assert ok.sum() == 39
+    np.testing.assert_allclose(np.asarray(host.cov)[ok], np.asarray(prog.cov)[ok], rtol=1e-12)
+    np.testing.assert_allclose(host.stderr["mu"][ok], xs[ok].std(axis=1) / np.sqrt(12), rtol=1e-8)
