@@ -111,6 +111,14 @@ class BatchFitter:
         self.waste = 0.0              # straggler time spent in too-big buckets since then
         self.step_s: dict = {}        # seconds per step, by bucket size (measured)
 
+    def persist_as(self, material) -> "BatchFitter":
+        """Save each of its programs to disk (``jaxmle._compile._Program.persist_as``)."""
+        for name in ("ready", "start", "finish", "finish_host", "probes", "advance"):
+            prog = getattr(self, name, None)
+            if hasattr(prog, "persist_as"):
+                prog.persist_as((material, name))
+        return self
+
     def _size(self, n):
         return max(self.min_bucket, 1 << (int(n) - 1).bit_length())
 

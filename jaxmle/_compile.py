@@ -188,7 +188,11 @@ class _Program:
             return self._jitted(*args, **kwargs)
         return exe(*args, **kwargs)
 
-    def __getattr__(self, name):      # lower, trace, _cache_size, ...
+    def _cache_size(self) -> int:
+        """Executables held for this program: jit's own and those saved or loaded here."""
+        return self._jitted._cache_size() + sum(e is not _NOT_SAVED for e in self._executables.values())
+
+    def __getattr__(self, name):      # lower, trace, ...
         return getattr(self._jitted, name)
 
 
