@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -37,6 +38,63 @@ def test_second_order_methods_reach_reference(name):
                              init=prob.init, reference=prob.reference)
     for row in table.rows:
         assert row["converged"] == 1.0 and row["loglik gap"] < 1e-8
+
+
+def _slow(*names):
+    return [pytest.param(n, marks=pytest.mark.slow) if n in names else n for n in jm.bench.problems.PROBLEMS]
+
+
+@pytest.mark.parametrize("name", _slow("logistic_1000"))
+def test_stored_reference_is_independent(name):
+    # Each stored optimum is recomputed by its independent recipe (closed form, or
+    # statsmodels / scikit-learn + scipy at tight tolerance; benchmarks/bench_references.py).
+    pytest.importorskip("statsmodels")
+    pytest.importorskip("sklearn")
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import bench_references
+
+    stored, stored_kind = jm.bench.problems.REFERENCES[name]
+    ll, kind = bench_references.compute(name)
+    assert kind == stored_kind and "jaxmle" not in kind.lower()
+    assert abs(ll - stored) <= bench_references.RTOL * abs(stored), (ll, stored)
+
+
+# cox: its first compile takes ~20 s on a 2-core CPU (tests/test_models.py checks the
+# model against statsmodels PHReg); logistic_1000: a 1,000-parameter Newton fit.
+@pytest.mark.parametrize("name", _slow("cox", "logistic_1000"))
+def test_newton_reaches_the_stored_reference(name):
+    prob = jm.bench.problems.get(name)
+    stored = jm.bench.problems.REFERENCES[name][0]
+    assert prob.reference == stored
+    res = jm.fit(prob.model, prob.data, method="newton", init=prob.init, warn=False)
+    assert res.converged and res.n_iter > 0
+    assert abs(float(res.logpost) - stored) <= 1e-13 * abs(stored), (float(res.logpost), stored)
+
+
+def test_compare_gap_is_signed_against_the_reference_and_warns_when_beaten():
+    prob = jm.bench.problems.get("normal")
+    table = jm.bench.compare(prob.model, prob.data, methods=("newton",), repeats=1, reference=prob.reference)
+    assert abs(table.rows[0]["loglik gap"]) < 1e-10
+    with pytest.warns(RuntimeWarning, match="exceeds the reference"):
+        low = jm.bench.compare(prob.model, prob.data, methods=("newton",), repeats=1, reference=prob.reference - 1.0)
+    assert low.rows[0]["loglik gap"] == pytest.approx(-1.0, abs=1e-9)
+
+
+def test_big_data_digits_are_against_the_reference_not_the_best_contender():
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import big_data
+
+    ref = {"loglik": -100.0, "beta": [1.0, -2.0], "se": [0.1, 0.2], "status": "CONVERGED"}
+    rows = [{"method": "newton", "loglik": -100.0 + 1e-9, "beta": [1.0 + 1e-7, -2.0], "se": [0.1, 0.2],
+             "fit_s": 1.0},
+            {"method": "adam", "loglik": -100.5, "beta": [0.9, -2.0], "se": [0.1, 0.22], "fit_s": 2.0}]
+    big_data.compare(rows, ref)
+    # The best contender gets the digits it has against the reference (11), not 16.
+    assert rows[0]["ll_digits"] == pytest.approx(11.0) and rows[0]["est_digits"] == pytest.approx(7 + np.log10(2))
+    assert rows[1]["est_digits"] < 2 and rows[1]["mle_s"] is None and rows[1]["se_rel"] == pytest.approx(0.1)
+    rows = [{"method": "newton", "loglik": -100.0, "beta": [1.0, -2.0], "se": None, "fit_s": 1.0}]
+    big_data.compare(rows, None)
+    assert "ll_digits" not in rows[0] and rows[0]["mle_s"] is None     # no reference: no digits
 
 
 def test_batched_compare_reports_fits_per_second():
