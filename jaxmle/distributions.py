@@ -357,7 +357,8 @@ def _closed_form_result(name, x, batched):
     )
 
 
-def fit_distribution(name: str, x, method="auto", fixed: dict | None = None, batch: bool = False, **fit_kwargs):
+def fit_distribution(name: str, x, method="auto", fixed: dict | None = None, batch: bool = False,
+                     init: dict | None = None, **fit_kwargs):
     """Fit a named distribution by maximum likelihood (a scipy.stats ``fit``-like front end).
 
     Returns a full ``FitResult`` (standard errors, intervals, AIC/BIC). Starts from
@@ -372,6 +373,9 @@ def fit_distribution(name: str, x, method="auto", fixed: dict | None = None, bat
         fixed: parameters held fixed, e.g. ``{"n": 10}`` (binomial trials, required)
             or ``{"mu": 0.0}``; categorical accepts ``{"n_categories": K}``.
         batch: fit each row of ``x`` separately, in one ``fit_batch`` call.
+        init: start values for some or all parameters (natural scale), replacing the
+            closed-form / moment starts, e.g. ``{"shape": 5.0}``; with ``batch=True``
+            a value may carry a leading axis of B (one start per row).
 
     Returns:
         ``FitResult`` (or ``BatchFitResult`` with ``batch=True``).
@@ -402,6 +406,15 @@ def fit_distribution(name: str, x, method="auto", fixed: dict | None = None, bat
     starts = [
         {k: np.asarray(getattr(v, "init", v), float) for k, v in s.items()} for s in specs
     ]
+    if init is not None:
+        unknown = sorted(set(init) - set(starts[0]))
+        if unknown:
+            raise ValueError(f"{name}: init names unknown parameters {unknown}; its free parameters are "
+                             f"{sorted(starts[0])}")
+        for i, s in enumerate(starts):
+            for k, v in init.items():
+                v = np.asarray(v, float)
+                s[k] = v[i] if batch and v.ndim > s[k].ndim else np.broadcast_to(v, s[k].shape).copy()
     data = jnp.asarray(x, dtype)
     if batch:
         init = {k: np.stack([s[k] for s in starts]) for k in starts[0]}

@@ -193,3 +193,14 @@ def test_logpdf_helper_matches_scipy():
                                stats.weibull_min.logpdf(np.asarray(x), 1.5, scale=2.0), rtol=1e-12)
     np.testing.assert_allclose(jm.distributions.logpdf("lognormal", {"mu": 0.3, "sigma": 0.7}, x),
                                stats.lognorm.logpdf(np.asarray(x), 0.7, scale=np.exp(0.3)), rtol=1e-12)
+
+
+def test_fit_distribution_init_replaces_the_closed_form_start():
+    x = stats.gamma(3.0, scale=2.0).rvs(200, random_state=1)
+    ref = jm.fit_distribution("gamma", x)
+    far = jm.fit_distribution("gamma", x, init={"shape": 10.0})
+    assert int(far.n_iter) > int(ref.n_iter)
+    np.testing.assert_allclose(float(far.loglik), float(ref.loglik), rtol=1e-13)
+    np.testing.assert_allclose(float(far.params["shape"]), float(ref.params["shape"]), rtol=1e-6)
+    with pytest.raises(ValueError, match="unknown parameters"):
+        jm.fit_distribution("gamma", x, init={"shap": 1.0})
