@@ -43,8 +43,11 @@ MESSAGES = {
     "point (the trust region or the line search shrank to nothing: the objective is too flat or "
     "too rough there); try other start values (n_starts=), another method, or method='lm' for a "
     "regression",
-    Status.HESSIAN_NOT_PD: "optimum found but the information matrix is not positive "
-    "definite: standard errors are NaN (a parameter may be unidentified)",
+    Status.HESSIAN_NOT_PD: "the gradient vanishes but the information matrix is not positive "
+    "definite: standard errors are NaN. Either a parameter is unidentified at the maximum (a flat "
+    "ridge), or the fit stopped at a degenerate point that need not be the maximum (e.g. two "
+    "components of a mixture or a sum of exponentials merged); compare other start values "
+    "(n_starts=)",
     Status.AT_BOUNDARY: "the maximum is on the edge of the parameter space: a parameter sits "
     "at its constraint's edge, or the likelihood keeps increasing towards infinity from here "
     "(e.g. complete separation; or a local asymptote, where other start values (n_starts=) or "
