@@ -189,7 +189,20 @@ def nonfinite_report(data, mask=None):
 def check_mask(mask, data, batch: int | None):
     if mask is None:
         return None
+    if not isinstance(mask, jax.Array):
+        try:
+            host = np.asarray(mask)
+        except (TypeError, ValueError):   # ragged nested lists
+            host = np.asarray(None, dtype=object)
+        # Objects (None, mixed types), strings and complex numbers: jnp.asarray would fail
+        # inside JAX ("Error interpreting argument to stage ...") or keep an imaginary part.
+        if host.dtype.kind not in "biuf":
+            raise ValueError(f"mask must be boolean (or 0/1): True marks a real observation; got "
+                             f"{type(mask).__name__} of dtype {host.dtype} (e.g. {host.ravel()[:2].tolist()})")
+        mask = host
     mask = jnp.asarray(mask)
+    if jnp.issubdtype(mask.dtype, jnp.complexfloating):
+        raise ValueError(f"mask must be boolean (or 0/1): True marks a real observation; got dtype {mask.dtype}")
     if mask.dtype != bool:
         if not jnp.isin(mask, jnp.array([0, 1])).all():
             raise ValueError("mask must be boolean (or 0/1): True marks a real observation")

@@ -175,3 +175,29 @@ def test_string_data_gets_the_documented_error():
     for bad in ([","], ["1.5", "2"], {"x": ["a", "b"]}):
         with pytest.raises(TypeError, match="data has non-numeric dtype"):
             jm.fit(model, bad)
+
+
+@pytest.mark.parametrize("bad", [
+    np.array([1, 0, 1, 1], dtype=object),          # reached JAX's "Error interpreting argument to stage"
+    [True, None, True, True],                        # None among the flags: an object array
+    np.array(["1", "0", "1", "1"]),
+    np.array([1, 0, 1, 1 + 0j]),                    # complex: its imaginary part would be dropped
+    np.array([1.0, 0.5, 1.0, 1.0]),
+], ids=["object", "none", "str", "complex", "fraction"])
+def test_mask_that_is_not_boolean_gets_the_documented_error(bad):
+    # docs/errors.md: "mask must be boolean (or 0/1)"; raised by jaxmle, for fit and fit_batch.
+    with pytest.raises(ValueError, match=r"mask must be boolean \(or 0/1\)") as got:
+        jm.fit(normal_model(), X, mask=bad)
+    assert "jaxmle" in got.traceback[-1].path.parts
+    batch_mask = np.array([bad, bad], dtype=np.asarray(bad).dtype) if not isinstance(bad, list) else [bad, bad]
+    with pytest.raises(ValueError, match=r"mask must be boolean \(or 0/1\)"):
+        jm.fit_batch(normal_model(), jnp.ones((2, 4)), mask=batch_mask)
+
+
+def test_zero_one_masks_of_any_real_dtype_still_work():
+    ref = jm.fit(normal_model(), X, mask=np.array([True, False, True, True]))
+    for mask in (np.array([1, 0, 1, 1], np.int8), np.array([1.0, 0.0, 1.0, 1.0]), [1, 0, 1, 1]):
+        res = jm.fit(normal_model(), X, mask=mask)
+        np.testing.assert_allclose(float(res.params["mu"]), float(ref.params["mu"]), rtol=1e-12)
+    # The closed form over the kept observations.
+    np.testing.assert_allclose(float(ref.params["mu"]), np.mean([1.0, 3.0, 4.0]), rtol=1e-8)

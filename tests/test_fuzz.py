@@ -1,20 +1,28 @@
 """Fuzzing: malformed specs, data, inits, masks and command lines.
 
 Every outcome must be a fit with a valid status or one of jaxmle's documented
-errors (ValueError/TypeError with a message; exit code 2 on the command line),
-never another exception or a crash. Derandomized and bounded (well under a minute).
-A tally of inputs and outcomes is printed at the end (pytest -s) and was quoted in
-the issue's closing note.
+errors (exit code 2 on the command line), never another exception or a crash. A
+documented error is a ValueError/TypeError raised by jaxmle's own code (not from
+inside JAX, NumPy or Python) whose message carries the fixed words of a message in
+docs/errors.md's error table (``classify_error``); an exception raised by the model's
+own log-density propagates unchanged and is tallied as such. Anything else is tallied
+as a crash and fails its test, and the final tally check. Derandomized and bounded
+(about a minute). A tally of inputs and outcomes is printed at the end (pytest -s).
 """
 
 import collections
 import contextlib
 import io
 import math
+import pathlib
+import re
+import sys
+import traceback
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from jax.scipy import stats
@@ -84,13 +92,73 @@ def build_spec(raw):
     return out
 
 
-def outcome(fn):
-    """Run fn; return 'ok' / 'error' for documented outcomes, fail the test otherwise."""
+JAXMLE_DIR = pathlib.Path(jm.__file__).resolve().parent
+THIS_FILE = pathlib.Path(__file__).resolve()
+ERRORS_MD = pathlib.Path(__file__).resolve().parent.parent / "docs" / "errors.md"
+# Parts of a documented message that vary with the input: quoted names, numbers, shapes, lists.
+_VARIABLE = re.compile(r"\.\.\.|'[^']*'|\[[^\]]*\]|\{[^}]*\}|\([^)]*\)|-?\d+(?:\.\d+)?(?:e-?\d+)?")
+
+
+def documented_fragments(text=None):
+    """The fixed words of every message in docs/errors.md's "Errors" table: for each
+    excerpt (`...` spans in the last column), its longest run of text that does not
+    depend on the input. A raised message must contain one of them."""
+    text = ERRORS_MD.read_text() if text is None else text
+    table = text.split("## Errors", 1)[1].split("\n## ", 1)[0]
+    frags = set()
+    for row in table.splitlines():
+        cells = row.split("|")
+        if len(cells) < 4 or not re.fullmatch(r"`(Value|Type)Error`( / `(Value|Type)Error`)?", cells[2].strip()):
+            continue
+        for excerpt in re.findall(r"`([^`]+)`", cells[3]):
+            parts = [p.strip(" :;,.") for p in _VARIABLE.split(excerpt)]
+            best = max(parts, key=len)
+            if len(best) >= 8:
+                frags.add(best)
+    return frags
+
+
+DOCUMENTED = documented_fragments()
+
+
+def classify_error(e):
+    """'error' for one of jaxmle's documented input errors, else why it is not one.
+
+    Documented means: a ValueError/TypeError raised by jaxmle's own code (the innermost
+    frame of the traceback is in the jaxmle package, not in jax, numpy or Python), whose
+    message contains the fixed words of a message in docs/errors.md's error table. JAX's
+    "Error interpreting argument to stage ..." is a TypeError with a message too, and
+    must not pass.
+    """
+    if not isinstance(e, (ValueError, TypeError)):
+        return f"crash: {type(e).__name__}"
+    frames = traceback.extract_tb(e.__traceback__)
+    files = [pathlib.Path(f.filename).resolve() for f in frames]
+    in_jaxmle = [i for i, f in enumerate(files) if JAXMLE_DIR in f.parents]
+    if in_jaxmle and any(f == THIS_FILE for f in files[in_jaxmle[-1]:]):
+        # jaxmle called the model's log-density (defined in this file), which raised:
+        # the user's own exception propagates unchanged (docs/errors.md says so).
+        return "error in the log-density"
+    where = files[-1] if files else None
+    if where is None or JAXMLE_DIR not in where.parents:
+        return f"crash: {type(e).__name__} raised outside jaxmle ({where})"
+    message = str(e)
+    if not any(f in message for f in DOCUMENTED):
+        return f"crash: undocumented {type(e).__name__} at {where.name}:{frames[-1].lineno}"
+    return "error"
+
+
+def outcome(fn, kind, tally=TALLY):
+    """Run fn; tally and return 'ok' / 'error...' for documented outcomes, fail the test otherwise
+    (after tallying it as a crash, so the tally's final check fails too)."""
     try:
         res = fn()
-    except (ValueError, TypeError) as e:
-        assert str(e).strip(), "an error must say what is wrong"
-        return "error"
+    except Exception as e:  # noqa: BLE001 - classified below
+        verdict = classify_error(e)
+        tally[f"{kind} {verdict}"] += 1
+        if not verdict.startswith("error"):
+            raise AssertionError(f"{kind}: {verdict}: {type(e).__name__}: {e}") from e
+        return verdict
     status = np.atleast_1d(np.asarray(res.status))
     assert set(status.tolist()) <= {int(s) for s in jm.Status}
     converged = status == jm.Status.CONVERGED
@@ -101,6 +169,7 @@ def outcome(fn):
         else:
             ok = np.full(status.shape, np.isfinite(leaf).all())
         assert ok[converged].all(), "a CONVERGED fit has finite estimates"
+    tally[f"{kind} ok"] += 1
     return "ok"
 
 
@@ -119,7 +188,7 @@ def test_fuzz_model_specs(spec):
         model = SPEC_MODELS.setdefault(layout, model)
         return jm.fit(model, jnp.array([0.1, -0.3, 0.7]), warn=False)
 
-    TALLY["spec " + outcome(build)] += 1
+    outcome(build, "spec")
 
 
 @FUZZ
@@ -128,7 +197,47 @@ def test_fuzz_model_specs(spec):
        method=st.one_of(st.sampled_from(["auto", "newton", "bfgs", "lbfgs", "em", "nelder", ""]), st.integers(-1, 3)),
        mask=st.one_of(st.none(), arrays(max_dims=1)))
 def test_fuzz_fit(model, data, init, method, mask):
-    TALLY["fit " + outcome(lambda: jm.fit(MODELS[model], data, method=method, init=init, mask=mask, warn=False))] += 1
+    outcome(lambda: jm.fit(MODELS[model], data, method=method, init=init, mask=mask, warn=False), "fit")
+
+
+@st.composite
+def masks_for(draw, shape):
+    """A mask of the right shape (so it gets past the shape check) in any dtype, with
+    0/1 values, or other values, or None among them."""
+    size = int(np.prod(shape))
+    values = draw(st.lists(st.sampled_from([0, 1, 1, 1, 0.5, 2, -1, math.nan, None, True, "1", 1j]),
+                           min_size=size, max_size=size))
+    kind = draw(st.sampled_from(["list", "object", "as drawn", "bool", "int8", "float32"]))
+    if kind == "list":
+        return np.array(values, dtype=object).reshape(shape).tolist()
+    if kind in ("object", "as drawn"):
+        try:
+            arr = np.array(values, dtype=None if kind == "as drawn" else object)
+        except (TypeError, ValueError):
+            arr = np.array(values, dtype=object)
+        return arr.reshape(shape)
+    plain = [v if isinstance(v, (int, float)) and not isinstance(v, complex) else 1 for v in values]
+    with np.errstate(invalid="ignore"):
+        return np.nan_to_num(np.array(plain, float)).astype(kind).reshape(shape)
+
+
+X_VALID = np.array([0.1, -0.3, 0.7, 1.2])
+
+
+@FUZZ
+@given(batched=st.booleans(), data=st.data(),
+       init=st.one_of(st.none(), st.dictionaries(st.sampled_from(["mu", "sigma", "nope"]), weird_scalars, max_size=2)))
+def test_fuzz_masks_and_inits_on_valid_data(batched, data, init):
+    """Valid data, so the mask and the start values are what gets checked (with random
+    data almost every call stops at the data check first)."""
+    shape = (2, 4) if batched else (4,)
+    mask = data.draw(st.one_of(masks_for(shape), arrays(max_dims=2), st.lists(weird_scalars, max_size=4)))
+    if batched:
+        fit = lambda: jm.fit_batch(NORMAL, np.stack([X_VALID, 2 * X_VALID]), mask=mask, init=init,  # noqa: E731
+                                   progress=False)
+    else:
+        fit = lambda: jm.fit(NORMAL, X_VALID, mask=mask, init=init, warn=False)  # noqa: E731
+    outcome(fit, "fit_batch" if batched else "fit")
 
 
 @FUZZ
@@ -137,8 +246,8 @@ def test_fuzz_fit(model, data, init, method, mask):
        mask=st.one_of(st.none(), arrays(max_dims=2)),
        chunk=st.one_of(st.none(), st.integers(-1, 4)))
 def test_fuzz_fit_batch(model, data, nan_policy, mask, chunk):
-    TALLY["fit_batch " + outcome(lambda: jm.fit_batch(MODELS[model], data, nan_policy=nan_policy, mask=mask,
-                                                       chunk_size=chunk, progress=False))] += 1
+    outcome(lambda: jm.fit_batch(MODELS[model], data, nan_policy=nan_policy, mask=mask, chunk_size=chunk,
+                                 progress=False), "fit_batch")
 
 
 @settings(max_examples=25, deadline=None, derandomize=True)
@@ -196,9 +305,45 @@ def test_fuzz_cli_fit(tmp_path_factory, lines, dist, column, extra):
     TALLY[f"cli exit {code}"] += 1
 
 
+def test_the_harness_tells_a_documented_error_from_an_internal_one(monkeypatch):
+    """The check above must be able to fail: JAX's own TypeError (what an object-dtype mask
+    used to reach) and a jaxmle message missing from docs/errors.md are crashes, and a
+    crash is tallied under a key the final check looks for."""
+    obj = np.array([1.0, None], dtype=object)
+    with pytest.raises(TypeError, match="Error interpreting argument|not a valid JAX") as internal:
+        jnp.asarray(obj)
+    assert str(internal.value).strip()                      # it does have a message
+    assert classify_error(internal.value).startswith("crash: TypeError raised outside jaxmle")
+    tally = collections.Counter()
+    with pytest.raises(AssertionError, match="raised outside jaxmle"):
+        outcome(lambda: jnp.asarray(obj), "probe", tally)
+    assert any("crash" in k for k in tally)
+
+    x = np.array([0.1, -0.3, 0.7])
+    def bad_mask():
+        return jm.fit(NORMAL, x, mask=np.array([1, 0, 1], dtype=object), warn=False)
+    assert outcome(bad_mask, "probe", tally) == "error"      # documented now
+    monkeypatch.setattr(sys.modules[__name__], "DOCUMENTED", {f for f in DOCUMENTED if "mask must" not in f})
+    with pytest.raises(AssertionError, match="undocumented ValueError at _data.py"):
+        outcome(bad_mask, "probe", tally)
+    # An error the model's own log-density raises is the user's, propagated unchanged.
+    def raises_inside_loglik():
+        return jm.fit(NORMAL, {"x": x}, warn=False)
+    assert outcome(raises_inside_loglik, "probe", tally) == "error in the log-density"
+    # The documented table parses: every row of docs/errors.md's error table gives words.
+    assert {"mask must be boolean", "data is empty", "nan_policy must be one of"} <= documented_fragments()
+
+
 def test_fuzz_tally_printed():
-    """Runs last in this module: print what the fuzzers tried (pytest -s shows it)."""
+    """Runs last in this module: print what the fuzzers tried (pytest -s shows it).
+
+    A crash (an outcome that is neither a valid fit nor a documented error) is tallied
+    under a key holding "crash" before its test fails, so this check fails with it."""
     total = sum(TALLY.values())
     print(f"\nfuzz tally ({total} inputs): " + ", ".join(f"{k}: {v}" for k, v in sorted(TALLY.items())))
-    if total:
-        assert not any("crash" in k for k in TALLY)
+    crashes = {k: v for k, v in TALLY.items() if "crash" in k}
+    assert not crashes, crashes
+    for kind in ("spec", "fit", "fit_batch"):
+        if any(k.startswith(kind + " ") for k in TALLY):
+            # Both outcomes were reached: valid inputs were fitted, invalid ones refused.
+            assert TALLY[f"{kind} ok"] > 0 and TALLY[f"{kind} error"] > 0, dict(TALLY)
