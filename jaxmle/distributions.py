@@ -105,6 +105,12 @@ class Distribution:
         if self.positive:
             object.__setattr__(self, "logpdf", _guard_positive(self.logpdf, self.positive))
 
+    def _jaxmle_fingerprint(self):
+        # Its functions are jaxmle's own code: the name says what they compute (and
+        # saved programs are keyed by jaxmle's source as well), so a refit in a new
+        # session or from a re-run cell shares the compiled programs.
+        return ("distribution", self.name, self.positive)
+
 
 def _cf_normal(x, fixed):
     return {"mu": np.mean(x), "sigma": np.sqrt(np.var(x))}

@@ -298,3 +298,11 @@ def test_a_program_with_a_host_callback_is_not_saved(tmp_path, monkeypatch):
     res = jm.fit(jm.Model(loglik, {"mu": 0.0}), np.array([1.0, 2.0, 3.0]))
     np.testing.assert_allclose(float(res.params["mu"]), 2.0, rtol=1e-10)
     assert not list((tmp_path / "programs").glob("*.jaxexe"))
+
+
+def test_distribution_models_have_a_fingerprint():
+    # Without one their programs were neither shared nor saved (the CLI's fit compiled
+    # in every session).
+    for name in ("exponential", "gamma", "normal"):
+        res = jm.fit_distribution(name, np.array([1.0, 2.0, 3.5]))
+        assert res.model._sharing_key() is not None, name
