@@ -88,10 +88,14 @@ class RowSource:
                 self.mask = np.asarray(check_mask(mask, jax.tree_util.tree_unflatten(self.treedef, [
                     jax.ShapeDtypeStruct(np.shape(x), x.dtype) for x in self.leaves]), None))
             else:
-                self.mask = np.asarray(mask)
-                if self.mask.ndim != 1 or not (self.mask.dtype == bool or np.isin(self.mask, [0, 1]).all()):
-                    raise ValueError(f"mask must be a boolean vector with one entry per row; got shape "
-                                     f"{self.mask.shape}, dtype {self.mask.dtype}")
+                try:
+                    self.mask = np.asarray(mask)
+                except (TypeError, ValueError):
+                    self.mask = np.asarray(None, dtype=object)
+                if self.mask.ndim != 1 or self.mask.dtype.kind not in "biuf" or not (
+                        self.mask.dtype == bool or np.isin(self.mask, [0, 1]).all()):
+                    raise ValueError(f"mask must be boolean (or 0/1): True marks a real observation, one entry "
+                                     f"per row; got shape {self.mask.shape}, dtype {self.mask.dtype}")
                 self.mask = self.mask.astype(bool)
         if self.n is not None:
             self.n_obs = int(self.n if self.mask is None else self.mask.sum())

@@ -259,3 +259,15 @@ def test_a_scalar_log_density_is_rejected():
     model = jm.Model(lambda p, x: jnp.sum(stats.norm.logpdf(x, p["mu"], 1.0)), {"mu": 0.0})
     with pytest.raises(ValueError, match="per-observation"):
         jm.fit(model, np.ones(10), chunk_size=4)
+
+
+@pytest.mark.parametrize("mask", [np.array([None] * 1100, dtype=object), np.array(["1"] * 1100),
+                                  np.full(1100, 0.5), np.ones((1100, 2), bool)])
+def test_a_callables_bad_mask_gets_the_documented_message(logistic, mask):
+    model, data, init, _ = logistic
+
+    def read():
+        yield {"X": data["X"], "y": data["y"]}
+
+    with pytest.raises(ValueError, match=r"mask must be boolean \(or 0/1\)"):
+        jm.fit(model, read, chunk_size=256, init=init, mask=mask)
