@@ -216,6 +216,33 @@ def _duration(seconds: float) -> str:
     return f"~{seconds:.0f} s" if seconds < 90 else f"~{seconds / 60:.0f} minutes"
 
 
+def _provenance() -> dict:
+    """What produced a benchmark table: jaxmle (and its git commit when run from a checkout),
+    jax, jaxlib, the device and the date."""
+    import datetime
+    import os
+    import subprocess
+
+    import jax
+    import jaxlib
+
+    from . import __version__
+
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    commit = dirty = None
+    try:
+        commit = subprocess.run(["git", "-C", here, "rev-parse", "HEAD"], capture_output=True, text=True,
+                                timeout=10).stdout.strip() or None
+        if commit:
+            dirty = bool(subprocess.run(["git", "-C", here, "status", "--porcelain", "--", "jaxmle"],
+                                        capture_output=True, text=True, timeout=10).stdout.strip())
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return {"jaxmle": __version__, "git_commit": commit, "git_dirty": dirty, "jax": jax.__version__,
+            "jaxlib": jaxlib.__version__, "device_kind": jax.devices()[0].device_kind,
+            "date_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+
+
 def _cmd_bench(args) -> int:
     import json
 
@@ -256,7 +283,8 @@ def _cmd_bench(args) -> int:
             all_traces[n] = (bench.traces(prob.model, prob.data, methods=methods, init=init), prob.reference)
     if args.json:
         with open(args.json, "w") as fh:
-            json.dump([json.loads(t.to_json()) for t in tables], fh, indent=2)
+            json.dump({"provenance": _provenance(), "tables": [json.loads(t.to_json()) for t in tables]},
+                      fh, indent=2)
         print(f"\nwrote {args.json}")
     if args.plot:
         try:

@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import jax
+
 import jaxmle as jm
 
 
@@ -158,7 +160,9 @@ def test_cli_version_help_and_small_bench(tmp_path):
     js = tmp_path / "b.json"
     out = _cli("bench", "--problem", "normal", "--methods", "newton", "lbfgs", "--repeats", "1", "--json", str(js))
     assert out.returncode == 0, out.stderr
-    assert "newton" in out.stdout and json.loads(js.read_text())[0]["rows"][1]["method"] == "lbfgs"
+    written = json.loads(js.read_text())
+    assert "newton" in out.stdout and written["tables"][0]["rows"][1]["method"] == "lbfgs"
+    assert written["provenance"]["jax"] == jax.__version__ and written["provenance"]["jaxmle"]
 
 
 def test_cli_demo_small():
