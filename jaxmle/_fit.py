@@ -151,8 +151,15 @@ def _compiled(model: Model, s: _Setup, batched: bool, trace_len: int = 0, compac
         if batched:
             return BatchFitter(stages, masked, compact)
 
-        def program(z0, fixed, data, mask):
-            out = stages.solve(z0, fixed, ready_data(model, data, mask), mask)
+        # ``pin`` (see ``jaxmle._solve.make_objective``) is data: an ordinary fit passes
+        # ``no_pin`` (nothing pinned: the plain fit exactly), a profile likelihood
+        # evaluation pins a coordinate, so profiles reuse this very program. Only the
+        # default Newton program, which profiles run (``profile_program``), carries it:
+        # another method's program ignores it and stays as small as before.
+        pinnable = s.opt == _opt.resolve("newton", model.n_free, model)
+
+        def program(z0, fixed, data, mask, pin):
+            out = stages.solve(z0, fixed, ready_data(model, data, mask), mask, pin if pinnable else None)
             if check_rows:
                 out["rows_independent"] = rows_independent(model, z0, fixed, data, mask)
             return out
@@ -160,6 +167,27 @@ def _compiled(model: Model, s: _Setup, batched: bool, trace_len: int = 0, compac
         return jit(program)
 
     return model.compiled(key, build)
+
+
+def no_pin(z0):
+    """The ``pin`` argument of a single fit's program that pins nothing (host arrays)."""
+    z0 = np.asarray(z0)
+    return np.zeros(z0.shape, bool), np.zeros(z0.shape, z0.dtype)
+
+
+def profile_program(model: Model, s: _Setup):
+    """The single-fit program that profile likelihoods run, and the setup it is keyed by.
+
+    A default Newton fit (the optimizer, iteration cap and tolerances of
+    ``method="newton"``) of the same model, data signature and padding as the fit in
+    ``s``: for a Newton fit with default tolerances (``method="auto"`` on up to 200
+    parameters) the very program that fit compiled and ran; for fits by another
+    method, one Newton program shared with Newton fits.
+    """
+    opt = _opt.resolve("newton", model.n_free, model)
+    gtol, ftol = tolerances(opt, np.asarray(s.z0).dtype, None, None)
+    p = s._replace(opt=opt, max_iter=int(opt.default_max_iter), gtol=gtol, ftol=ftol)
+    return _compiled(model, p, False), p
 
 
 def _probes(model: Model, s: _Setup):
@@ -307,7 +335,9 @@ def fit(
     if int(n_starts) > 1:
         res = _multistart(model, s, int(n_starts), key)
     else:
-        out = _compiled(model, s, False, int(trace))(s.z0, s.fixed, s.data, s.mask)
+        out = _compiled(model, s, False, int(trace))(s.z0, s.fixed, s.data, s.mask, no_pin(s.z0))
+        out.pop("pinned", None)
+        hess = out["pending"]["hess"] if "pending" in out else None
         out = conclude(out, s.z0, lambda Hinv, suspect: _probes(model, s)(
             out["z"], out["pending"]["f"], Hinv, suspect, s.z0, s.fixed, s.data, s.mask))
         if "rows_independent" in out:
@@ -318,6 +348,12 @@ def fit(
                 return fit(model, data, method, init, max_iter, tol, ftol, mask, warn, n_starts, key, trace,
                            bucket=False)
         res = FitResult(model, s.opt.name, out, data=s.data, mask=s.mask, n_terms=s.n_terms)
+        # What profile likelihoods need to rerun this fit's program with a coordinate
+        # pinned (``jaxmle._profile``): its setup, and the Hessian of a Newton fit at
+        # the estimate (another method's may be an approximation: recomputed there).
+        res._memo["fit_setup"] = s
+        if hess is not None and s.opt == _opt.resolve("newton", model.n_free, model):
+            res._memo["fit_hess"] = hess
         if int(res.status) == Status.NONFINITE and int(res.n_iter) == 0:
             start = {n: np.asarray(v).tolist() for n, v in zip(model.spec.leaf_names, s.leaves)}
             raise ValueError(

@@ -14,11 +14,16 @@ point). So each end is a safeguarded Newton iteration (as in rtsafe: bracket gro
 Newton on log(deviance) where the deviance is far from quadratic, secant, bisection)
 from the Wald bound, and each solve starts from the profile path predicted by the
 points before (at first the Wald tangent): typically three evaluations of a few
-Newton steps. All searches of a dataset are lanes of one vmapped program; datasets
-of a batch go through ``jaxmle._batch`` (straggler compaction, chunks, a progress
-bar over chunks), so the odd dataset whose searches run long does not hold up the
-rest. Searches whose Wald standard error is not finite (an unidentified parameter)
-are not run: their bounds are NaN.
+Newton steps. Searches whose Wald standard error is not finite (an unidentified
+parameter) are not run: their bounds are NaN.
+
+A single fit runs its searches on the host, one after another (``_single_intervals``,
+the ``_host_*`` ports of the lane functions below), and each evaluation is one call
+of the fit's own compiled program with the coordinate pinned as data
+(``PinnedFit``): after a Newton fit the first profile compiles nothing. For a batch,
+all searches of a dataset are lanes of one vmapped program; datasets go through
+``jaxmle._batch`` (straggler compaction, chunks, a progress bar over chunks), so the
+odd dataset whose searches run long does not hold up the rest.
 """
 
 from __future__ import annotations
@@ -294,6 +299,222 @@ class _IntervalStages:
         return self.finish(carry, z_hat, extra, data, mask)
 
 
+# -- a single fit: the searches on the host, each evaluation one call of the fit's program --
+
+class PinnedFit:
+    """Profile-likelihood evaluations of a single fit through the fit's own compiled program.
+
+    Each evaluation is a default Newton fit of the result's model on the data the fit
+    saw (padded and masked as it was), started where the search predicts, with the
+    profiled coordinate pinned as data (``jaxmle._solve.make_objective``): for a Newton
+    fit the cached program that fit ran, for any other method one Newton program of
+    that model and data signature (``jaxmle._fit.profile_program``). Nothing is
+    compiled per parameter, level or call.
+    """
+
+    def __init__(self, result):
+        from ._fit import _Setup, profile_program   # _fit imports _result, which imports this module
+
+        s = result._memo.get("fit_setup")
+        if s is None:       # a batch's dataset, a multi-start fit: the same program at its shapes
+            _, n_static, _, _ = _setup(result)
+            s = _Setup(result._data, result._mask, None, 0, 0.0, 0.0, result._n_terms, n_static, None,
+                       result.z, list(result.fixed), False)
+        self.fn, self.setup = profile_program(result.model, s)
+        self.spec = result.model.spec
+        self.z_hat = np.asarray(result.z)
+        self.dtype = self.z_hat.dtype
+        self.k = self.z_hat.shape[0]
+        self._hess = result._memo.get("fit_hess")
+
+    def call(self, z0, on, value):
+        s = self.setup
+        pin = (np.asarray(on, bool), np.asarray(value, self.dtype))
+        return self.fn(np.asarray(z0, self.dtype), s.fixed, s.data, s.mask, pin)
+
+    def hessian(self):
+        """The Hessian of minus the log-likelihood at the estimate (the fit's, when it was Newton's)."""
+        if self._hess is None:
+            off = np.zeros(self.k, bool)
+            out = self.call(self.z_hat, off, np.zeros(self.k, self.dtype))
+            # Above DENSE_HESSIAN_MAX_PARAMS the program forms none: NaN (no Wald tangent;
+            # profile curves over a given range then start each point at the estimate).
+            self._hess = out["pending"]["hess"] if "pending" in out else np.full((self.k, self.k), np.nan)
+        return np.asarray(self._hess)
+
+    def solve(self, z_start, jz, value, retry=None):
+        """Maximise over z with z_jz = value from ``z_start`` (else from ``retry`` when the
+        likelihood is not finite at the start): (z, loglik, d loglik / d z_jz, status, iterations)."""
+        on = np.arange(self.k) == jz
+        vals = np.where(on, np.asarray(value, self.dtype), 0).astype(self.dtype)
+        z0 = np.where(on, vals, z_start)
+        out = self.call(z0, on, vals)
+        status, n_iter = int(out["status"]), int(out["n_iter"])
+        if status == Status.NONFINITE and n_iter == 0 and retry is not None:
+            out = self.call(np.where(on, vals, retry), on, vals)
+            status, n_iter = int(out["status"]), int(out["n_iter"])
+        pinned = out["pinned"]
+        z = np.asarray(pinned["z"])
+        return z, -float(pinned["neg_total"]), -float(np.asarray(pinned["grad"])[jz]), status, n_iter
+
+    def natural(self, z):
+        """The free natural-scale values at z (``spec.natural_flat``), from the same program."""
+        z = np.asarray(z, self.dtype)
+        params = self.call(z, np.ones(self.k, bool), z)["params"]
+        leaves = self.spec.flatten(params)
+        return np.concatenate([np.ravel(np.asarray(v)) for v, f in zip(leaves, self.spec.is_fixed) if not f])
+
+
+def _host_lane_start(q, z_hat, Hinv, jz, side):
+    """``_lane_start`` on the host (one search)."""
+    rq = np.sqrt(q)
+    j0 = max(jz, 0)
+    with np.errstate(all="ignore"):
+        s = np.sqrt(Hinv[j0, j0])
+        u = side * Hinv[:, j0] / s
+    ok = jz >= 0 and np.isfinite(s) and s > 0 and bool(np.all(np.isfinite(u)))
+    f = np.float64      # NumPy scalars: IEEE results (inf, NaN) where Python floats would raise
+    return dict(t=f(0), h=f(-rq), hp=f(1), dev=f(0), step=f(np.inf), s=f(s) if ok else f(1), t_lo=f(0),
+                h_lo=f(-rq), z_lo=z_hat, slope=u if ok else np.zeros_like(z_hat), t_hi=f(np.inf),
+                h_hi=f(np.inf), z_hi=z_hat, phase=_SEARCH if ok else _SKIP, cuts=0, n=0, pend=False,
+                t_pend=f(0), z_pend=z_hat, resumes=0)
+
+
+def _host_propose(q, c):
+    """``_propose`` on the host, without the start's finiteness check (``PinnedFit.solve`` retries)."""
+    rq = np.sqrt(q)
+    t0, t_lo, t_hi, hp, h = c["t"], c["t_lo"], c["t_hi"], c["hp"], c["h"]
+    bracketed = np.isfinite(t_hi)
+    slope_ok = np.isfinite(hp) and hp > 0
+    t_newton = t0 - h / hp
+    reach = 4.0 * max(t_lo, rq)
+    grow = min(t_newton, reach) if slope_ok and t_newton > t_lo else reach
+
+    def inside(x):
+        return np.isfinite(x) and t_lo < x < t_hi
+
+    newton_ok = slope_ok and inside(t_newton) and abs(t_newton - t0) <= 0.5 * c["step"]
+    t_log = t0 - np.log(c["dev"] / q) * (h + rq) / (2.0 * hp)
+    log_ok = slope_ok and c["dev"] > q and inside(t_log)
+    width = t_hi - t_lo
+    dh = c["h_hi"] - c["h_lo"]
+    t_sec = t_lo - c["h_lo"] * width / (dh if dh > 0 else 1.0)
+    frac = (t_sec - t_lo) / (width if width > 0 else 1.0)
+    sec_ok = np.isfinite(c["h_hi"]) and dh > 0 and 0.02 < frac < 0.98
+    absurd = not np.isfinite(c["h_hi"]) and t_lo == 0
+    cut = 0.125 ** (2.0 ** min(c["cuts"], 6)) if absurd else 0.5
+    if not bracketed:
+        t = grow
+        z_pred = c["z_lo"] + (t - t_lo) * c["slope"]
+    else:
+        t = t_newton if newton_ok else t_log if log_ok else t_sec if sec_ok else t_lo + cut * width
+        w = min(max((t - t_lo) / (width if width > 0 else 1.0), 0.0), 1.0)
+        z_pred = c["z_lo"] + w * (c["z_hi"] - c["z_lo"])
+    cuts = c["cuts"] + int(bracketed and absurd and not (newton_ok or log_ok or sec_ok))
+    return t, z_pred, cuts
+
+
+def _host_lane_step(fit: PinnedFit, q, z_hat, loglik_hat, jz, side, c):
+    """``_lane_step`` on the host: one evaluation of the profile (one call of the fit's program)."""
+    rq = np.sqrt(q)
+    s = c["s"]
+    t, z_pred, cuts = _host_propose(q, c)
+    pend = c["pend"]
+    if pend:
+        t, z_pred = c["t_pend"], c["z_pend"]
+    z, ll, dll, status, n_iter = fit.solve(z_pred, jz, z_hat[jz] + side * t * s, None if pend else c["z_lo"])
+    dev = 2.0 * (loglik_hat - ll)
+    finite = np.isfinite(dev)
+    r = np.sqrt(np.maximum(dev, 0.0))
+    h = r - rq if finite else np.inf
+    hp = -side * s * dll / (r if r > 0 else np.nan)
+    upper = h > 0
+    dt = -h / hp
+    eps = float(np.finfo(fit.dtype).eps)
+    close = finite and hp > 0 and abs(h) <= max(1e-5, 1e3 * eps) * rq and abs(dt) <= max(1e-4, 1e4 * eps)
+    # An evaluation whose solve took more Newton iterations counts as the steps the
+    # vmapped search would have spent on it (``_INNER_ITERS`` iterations per step).
+    spent = max(1, -(-n_iter // _INNER_ITERS))
+    new = dict(c, t=t + dt if close else t, h=0.0 if close else h, hp=hp if finite else np.nan, dev=dev,
+               step=abs(t - c["t"]), cuts=cuts, n=c["n"] + spent)
+    step = t - c["t_lo"]
+    if not upper and step > 0:
+        new["slope"] = (z - c["z_lo"]) / step
+    if upper:
+        new["t_hi"], new["h_hi"] = t, h
+        new["z_hi"] = z if finite else c["z_lo"]
+    else:
+        new["t_lo"], new["h_lo"], new["z_lo"] = t, h, z
+    z_scale = max(1.0, abs(float(z_hat[jz])))
+    z_width = (new["t_hi"] - new["t_lo"]) * s
+    done = close or abs(dev - q) <= max(1e-9, 1e3 * eps) * q or z_width <= max(1e-10, 1e2 * eps) * z_scale
+    broken = not np.isfinite(new["h_hi"]) and new["t_lo"] > 0 and z_width <= 1e-4 * z_scale
+    lost = not np.isfinite(new["t_hi"]) and new["t_lo"] >= 2.0 * rq * 4.0 ** _MAX_GROWTH
+    new["phase"] = _FOUND if done else _BROKEN if broken else _NO_ROOT if lost else _SEARCH
+    new["pend"], new["resumes"] = False, 0
+    if status == Status.MAX_ITER and c["resumes"] < _RESUMES:
+        return dict(c, pend=True, t_pend=t, z_pend=z, resumes=c["resumes"] + 1, n=c["n"] + spent)
+    return new
+
+
+def _host_lane_end(c):
+    """``_lane_end`` on the host: (t of the bound, whether it is an edge)."""
+    with np.errstate(all="ignore"):
+        exact = abs(c["h"]) <= min(abs(c["h_lo"]), abs(c["h_hi"]))
+        width = c["t_hi"] - c["t_lo"]
+        dh = c["h_hi"] - c["h_lo"]
+        if np.isfinite(c["h_hi"]) and dh > 0:
+            t_sec = c["t_lo"] - c["h_lo"] * width / dh
+        else:
+            t_sec = 0.5 * (c["t_lo"] + c["t_hi"])
+    t = c["t"] if exact else t_sec
+    phase = c["phase"]
+    if phase == _NO_ROOT:
+        t = np.inf
+    elif phase == _BROKEN:
+        t = c["t_lo"]
+    elif phase == _SKIP:
+        t = np.nan
+    return t, phase in (_NO_ROOT, _BROKEN)
+
+
+def _single_intervals(result, q, elements, jz_all):
+    """Profile intervals of a single fit: the root searches of ``_lane_start`` / ``_propose`` /
+    ``_lane_step`` / ``_lane_end`` one after another on the host, each evaluation one call of
+    the fit's compiled program (``PinnedFit``). Flat (m, 2) bounds and edge flags."""
+    fit = PinnedFit(result)
+    z_hat, dtype = fit.z_hat, fit.dtype
+    loglik_hat = float(result.logpost)
+    m = len(elements)
+    bounds = np.full((m, 2), np.nan)
+    edge = np.zeros((m, 2), bool)
+    if not (jz_all >= 0).any():
+        return bounds, edge
+    Hinv = _stats.inverse_information_host(fit.hessian())[0].astype(np.float64)
+    ends = {}
+    with np.errstate(all="ignore"):
+        for i, jz in enumerate(jz_all):
+            for k, side in enumerate((-1.0, 1.0)):
+                c = _host_lane_start(q, z_hat.astype(np.float64), Hinv, int(jz), side)
+                while c["phase"] == _SEARCH and c["n"] < _MAX_EVALS:
+                    c = _host_lane_step(fit, q, z_hat, loglik_hat, int(jz), side, c)
+                t, edge[i, k] = _host_lane_end(c)
+                if jz >= 0:
+                    ends[i, k] = z_hat[jz] + side * t * c["s"]
+        for k in range(2):
+            # Elementwise bijectors: element j's natural value depends on z_jz alone, so one
+            # call maps every bound of a side. Elements of a Simplex or PositiveDefinite
+            # (no z coordinate of their own) stay NaN.
+            z_end = z_hat.copy()
+            idx = [i for i in range(m) if (i, k) in ends]
+            for i in idx:
+                z_end[jz_all[i]] = ends[i, k]
+            nat = fit.natural(z_end)
+            for i in idx:
+                bounds[i, k] = nat[elements[i]]
+    return bounds.astype(dtype), edge
+
+
 def missing_data_message(what: str) -> str:
     """Why ``what`` is unavailable on a result that does not carry its data, and the fix."""
     return (f"{what} needs the data the fit saw, and this result does not carry it: a streamed fit "
@@ -349,6 +570,10 @@ def profile_intervals(result, level: float = 0.95, progress: bool | None = None,
     elements = tuple(range(len(spec.names))) if elements is None else tuple(int(e) for e in elements)
     jz_all = _z_index(spec)[list(elements)]
     m = len(elements)
+    if not batched:
+        bounds, edge = _single_intervals(result, q, elements, jz_all)
+        _warn_not_elementwise(jz_all)
+        return bounds, edge
     stages = _IntervalStages(model, n_static, gtol, ftol)
 
     # Regrouping gathers rows across devices: on one device only (as fit_batch does).
@@ -369,8 +594,12 @@ def profile_intervals(result, level: float = 0.95, progress: bool | None = None,
     lead = bounds.shape[:-1]
     bounds = np.asarray(bounds).reshape(lead + (m, 2))
     edge = np.asarray(edge).reshape(lead + (m, 2))
+    _warn_not_elementwise(jz_all)
+    return bounds, edge
+
+
+def _warn_not_elementwise(jz_all):
     if (jz_all < 0).any():
         warnings.warn("profile intervals need an elementwise constraint (not jm.Simplex or "
                       "jm.PositiveDefinite elements): those are reported as NaN; use "
-                      "derived(fn, method='profile') for a function of them", stacklevel=3)
-    return bounds, edge
+                      "derived(fn, method='profile') for a function of them", stacklevel=4)

@@ -1,10 +1,12 @@
 """Profile-likelihood curves and their plot (``res.profile``, ``res.plot_profile``).
 
 A curve is the profile log-likelihood on a grid of values of one parameter: every
-grid point (of every dataset of a batch) is one Newton solve of the other
-parameters, all of them lanes of one vmapped, compiled call, each warm-started on
-the Wald tangent of the profile path. Profiling by hand with ``jm.Fixed`` in a loop
-builds a new model, and so compiles, for every value.
+grid point is one Newton solve of the other parameters, warm-started on the Wald
+tangent of the profile path. For a single fit each point is one call of the fit's
+own compiled program with the parameter pinned as data (``jaxmle._profile.PinnedFit``);
+for a batch, the points of every dataset are lanes of one vmapped, compiled call.
+Profiling by hand with ``jm.Fixed`` in a loop builds a new model, and so compiles,
+for every value.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import numpy as np
 
 from . import _stats
 from ._compile import jit
-from ._profile import _information_inverse, _pinned_solve, _run, _setup, _z_index, profile_intervals
+from ._profile import PinnedFit, _information_inverse, _pinned_solve, _run, _setup, _z_index, profile_intervals
 from ._solve import make_objective, ready_data
 from ._status import Status
 
@@ -41,18 +43,47 @@ def _free_leaves(result):
 
 
 def _to_z(result, j: int, jz: int, values):
-    """z_jz for natural values of element j (leading axes of ``values`` as the batch's, then points)."""
+    """z_jz for natural values of element j (leading axes of ``values`` as the batch's, then points).
+
+    One small program per model and shape of ``values``, with the element as an argument
+    (run op by op, the same mapping compiled a program per operation).
+    """
     spec = result.model.spec
     dtype = result.z.dtype
+    batched = np.ndim(result.loglik) == 1
 
-    def one(leaves, v):
-        flat = jnp.concatenate([jnp.ravel(x) for x, f in zip(leaves, spec.is_fixed) if not f])
-        return spec.to_z(spec.replace_free(leaves, flat.at[j].set(v)), dtype)[jz]
+    def build():
+        def one(leaves, v, j, jz):
+            flat = jnp.concatenate([jnp.ravel(x) for x, f in zip(leaves, spec.is_fixed) if not f])
+            return spec.to_z(spec.replace_free(leaves, flat.at[j].set(v)), dtype)[jz]
 
-    f = jax.vmap(one, in_axes=(None, 0))
-    if np.ndim(result.loglik) == 1:
-        f = jax.vmap(f)
-    return np.asarray(f(_free_leaves(result), jnp.asarray(values, dtype)))
+        f = jax.vmap(one, in_axes=(None, 0, None, None))
+        if batched:
+            f = jax.vmap(f, in_axes=(0, 0, None, None))
+        return jit(f)
+
+    fn = result.model.compiled(("profile_to_z", batched, np.dtype(dtype).name), build)
+    return np.asarray(fn(_free_leaves(result), np.asarray(values, dtype), np.int32(j), np.int32(jz)))
+
+
+def _single_curve(result, jz: int, z_grid):
+    """The profile log-likelihood of a single fit at pinned values ``z_grid`` of z_jz: each
+    point one call of the fit's own compiled program (``jaxmle._profile.PinnedFit``),
+    started on the Wald tangent of the profile path."""
+    fit = PinnedFit(result)
+    z_hat = fit.z_hat
+    Hinv = _stats.inverse_information_host(fit.hessian())[0]
+    with np.errstate(all="ignore"):
+        tangent = np.where(np.isfinite(Hinv[:, jz]), Hinv[:, jz] / Hinv[jz, jz], 0.0)
+    out = np.full(np.shape(z_grid), np.nan, fit.dtype)
+    for i, v in enumerate(np.asarray(z_grid, np.float64)):
+        if not np.isfinite(v):
+            continue
+        z0 = z_hat + (v - z_hat[jz]) * tangent
+        _, ll, _, status, _ = fit.solve(z0, jz, v, retry=z_hat)
+        if status in (Status.CONVERGED, Status.PRECISION_LIMIT):
+            out[i] = ll
+    return out
 
 
 def _inside(result, j, jz, est, end):
@@ -121,6 +152,8 @@ def profile_curve(result, name: str, n_points: int = 30, bound=None, level: floa
     z_grid = _to_z(result, j, jz, grid)
     model = result.model
     batched, n_static, gtol, ftol = _setup(result)
+    if not batched:
+        return {"grid": grid, "loglik": _single_curve(result, jz, z_grid)}
     mask = result._mask
 
     def build():

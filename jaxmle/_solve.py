@@ -81,13 +81,30 @@ class Objective(NamedTuple):
     n_obs: jax.Array
     scale: jax.Array
     bundle: FitData
+    pin: Any = None        # (on: bool[k], value: float[k]) or None: see ``make_objective``
 
     def mean(self, z, _=None):
-        return self.neg_total(z) / self.scale
+        if self.pin is None:
+            return self.neg_total(z) / self.scale
+        on, value = self.pin
+        # Pinned coordinates: the log-likelihood sees ``value`` there, and a decoupled
+        # quadratic (in the mean's units) makes Newton's step land on it. With ``on``
+        # all False both terms change nothing: the value, gradient and Hessian are the
+        # unpinned ones exactly (a select and an added exact zero).
+        return (self.neg_total(jnp.where(on, value, z)) / self.scale
+                + 0.5 * jnp.sum(jnp.where(on, (z - value) ** 2, 0.0)))
 
 
-def make_objective(model: Model, z_dtype, fixed, data, mask, n_static) -> Objective:
-    """The ``Objective`` of one dataset whose data has been made ready."""
+def make_objective(model: Model, z_dtype, fixed, data, mask, n_static, pin=None) -> Objective:
+    """The ``Objective`` of one dataset whose data has been made ready.
+
+    ``pin`` = (on, value), boolean and float vectors over z, holds the coordinates where
+    ``on`` is True at ``value``: the objective minimised (``Objective.mean``) is then
+    the log-likelihood's at ``where(on, value, z)`` plus ``0.5 sum(on (z - value)^2)``,
+    so a Newton fit lands on the pinned values and optimises the rest (a profile
+    likelihood evaluation, ``jaxmle._profile``) in the fit's own compiled program.
+    ``neg_total`` stays the unpinned log-likelihood.
+    """
     spec = model.spec
     if mask is not None:
         n_obs = jnp.sum(mask).astype(z_dtype)
@@ -98,7 +115,7 @@ def make_objective(model: Model, z_dtype, fixed, data, mask, n_static) -> Object
     def neg_total(z):
         return -model.logpost(spec.to_params(z, fixed), data, mask)
 
-    return Objective(neg_total, n_obs, scale, FitData(fixed, data, mask))
+    return Objective(neg_total, n_obs, scale, FitData(fixed, data, mask), pin)
 
 
 def tolerances(opt, dtype, tol, ftol):
@@ -258,8 +275,8 @@ class Stages:
         # and keeps the eigendecomposition out of its program (compile time).
         self.batched = batched
 
-    def objective(self, z0, fixed, data, mask) -> Objective:
-        return make_objective(self.model, z0.dtype, fixed, data, mask, self.n_static)
+    def objective(self, z0, fixed, data, mask, pin=None) -> Objective:
+        return make_objective(self.model, z0.dtype, fixed, data, mask, self.n_static, pin)
 
     def start(self, z0, fixed, data, mask) -> Carry:
         obj = self.objective(z0, fixed, data, mask)
@@ -269,13 +286,14 @@ class Stages:
         obj = self.objective(z0, fixed, data, mask)
         return loop_body(self.opt, obj.mean, carry, obj.bundle, self.max_iter, self.gtol, self.ftol)
 
-    def solve(self, z0, fixed, data, mask) -> dict:
-        obj = self.objective(z0, fixed, data, mask)
+    def solve(self, z0, fixed, data, mask, pin=None) -> dict:
+        """The whole fit; with ``pin`` (see ``make_objective``) also ``out["pinned"]``."""
+        obj = self.objective(z0, fixed, data, mask, pin)
         carry = minimize(self.opt, obj.mean, z0, obj.bundle, self.max_iter, self.gtol, self.ftol,
                          self.trace_len)
-        return self.finish(carry, z0, fixed, data, mask)
+        return self.finish(carry, z0, fixed, data, mask, pin)
 
-    def finish(self, carry: Carry, z0, fixed, data, mask) -> dict:
+    def finish(self, carry: Carry, z0, fixed, data, mask, pin=None) -> dict:
         """Estimates and what the final status checks need, from the loop's carry.
 
         Up to ``DENSE_HESSIAN_MAX_PARAMS`` free parameters the result holds a
@@ -286,7 +304,7 @@ class Stages:
         ``cond`` NaN.
         """
         model, spec = self.model, self.model.spec
-        obj = self.objective(z0, fixed, data, mask)
+        obj = self.objective(z0, fixed, data, mask, pin)
         state, status, scale = carry.state, carry.status, obj.scale
         z = state.z
         params = spec.to_params(z, fixed)
@@ -318,6 +336,13 @@ class Stages:
         }
         if pending is not None:
             out["pending"] = pending
+        if pin is not None:
+            # The profile likelihood's point: minus the log-likelihood at the pinned z and
+            # its gradient there (whose pinned entries are the profile's slope, by the
+            # envelope theorem). One gradient pass; ``fit`` drops it.
+            zp = jnp.where(pin[0], pin[1], z)
+            nt, g = jax.value_and_grad(obj.neg_total)(zp)
+            out["pinned"] = {"z": zp, "neg_total": nt, "grad": g}
         return out
 
     def probes(self, z, f, Hinv, suspect, z0, fixed, data, mask):

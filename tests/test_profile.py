@@ -212,3 +212,54 @@ def test_plot_profile_marks_estimate_cut_and_interval():
     assert ax.get_title().startswith("lam = 4.5")
     with pytest.raises(ValueError, match="index the batch"):
         _profile_curve.plot_profile(jm.fit_batch(poisson_model(), jnp.ones((2, 3))), "lam")
+
+
+# -- a single fit's profile runs the fit's own compiled program ------------------------
+
+def test_first_profile_after_a_fit_compiles_nothing_and_equals_the_lr_root():
+    # Exponential rate: 2 (l_hat - l(r)) = q  <=>  n log(r / r_hat) - n (r / r_hat - 1) = -q / 2,
+    # solved independently by brentq. The profile's evaluations are calls of the fit's
+    # program with the coordinate pinned as data: after the (padded, bucketed) Newton
+    # fit, the intervals at any level lower no new XLA program.
+    from jax._src import monitoring
+
+    x = np.array([0.8, 2.1, 0.3, 1.7, 0.9, 3.2, 0.5])
+    n = len(x)
+    model = jm.Model(lambda p, t: jstats.expon.logpdf(t, scale=1.0 / p["rate"]), {"rate": jm.Positive(1.0)})
+    res = jm.fit(model, jnp.asarray(x))
+    lowered = []
+
+    def listen(event, duration, **_):
+        if event == "/jax/core/compile/jaxpr_to_mlir_module_duration":
+            lowered.append(duration)
+
+    monitoring.register_event_duration_secs_listener(listen)
+    try:
+        cis = {level: res.conf_int(level, method="profile")["rate"] for level in (0.95, 0.8)}
+        assert lowered == []
+        # A profile curve adds at most the small natural -> z map of its grid (two shapes).
+        curve = res.profile("rate", n_points=5)
+        assert len(lowered) <= 2
+    finally:
+        monitoring.unregister_event_duration_listener(listen)
+    np.testing.assert_allclose(curve["loglik"], n * np.log(curve["grid"]) - curve["grid"] * x.sum(), rtol=1e-12)
+    r_hat = n / x.sum()
+    for level, (lo, hi) in cis.items():
+        q = stats.chi2.ppf(level, 1)
+        g = lambda r: n * np.log(r / r_hat) - n * (r / r_hat - 1) + q / 2  # noqa: E731
+        np.testing.assert_allclose(lo, optimize.brentq(g, 1e-3 * r_hat, r_hat, xtol=1e-14), rtol=1e-8)
+        np.testing.assert_allclose(hi, optimize.brentq(g, r_hat, 100 * r_hat, xtol=1e-14), rtol=1e-8)
+    assert not res.profile_at_edge["rate"].any()
+
+
+def test_profile_of_a_bfgs_fit_and_of_a_batch_dataset_equal_the_newton_fits():
+    # Another method's fit profiles through the Newton program of the same model and
+    # data; a batch's dataset (no fit setup of its own) through the same program at its
+    # shapes. Both equal the closed form of a normal mean with sigma profiled out.
+    n, s2, q = 5, 113.2, stats.chi2.ppf(0.95, 1)
+    half = np.sqrt(s2 * (np.exp(q / n) - 1))
+    res = jm.fit(NORMAL, jnp.asarray(TIMES), method="bfgs")
+    np.testing.assert_allclose(res.conf_int(0.95, method="profile")["mu"], [255 - half, 255 + half], rtol=1e-8)
+    batch = jm.fit_batch(NORMAL, jnp.asarray(np.stack([TIMES, TIMES + 10.0])))
+    np.testing.assert_allclose(batch[1].conf_int(0.95, method="profile")["mu"], [265 - half, 265 + half],
+                               rtol=1e-8)
