@@ -99,7 +99,11 @@ def as_arrays(data, what="data"):
         try:
             host = None if isinstance(leaf, jax.Array) else np.asarray(leaf)
             # Strings and objects: jnp.asarray would try to parse them (a SyntaxError for ",").
-            arr = None if host is not None and host.dtype.kind in "USO" else jnp.asarray(leaf)
+            # NumPy arrays and lists go to the device by device_put: jnp.asarray compiles a
+            # small program for every new shape (jax 0.10), ~10 ms each on a first fit.
+            arr = None if host is not None and host.dtype.kind in "USO" else (
+                jax.device_put(host) if isinstance(leaf, (np.ndarray, np.generic, list, tuple))
+                else jnp.asarray(leaf))
         except (TypeError, ValueError):
             raise TypeError(
                 f"{what} leaf of type {type(leaf).__name__} cannot be made an array; "

@@ -99,7 +99,7 @@ def _setup(model, data, method, init, max_iter, tol, ftol, mask, nan_policy, bat
         if n_terms <= BUCKET_MAX:
             # Padded (masked) even when n fills the bucket: one program per bucket.
             pdata, pmask = pad_rows(data, mask, n_terms, bucket_size(n_terms), int(batched))
-            pdata, pmask = as_arrays(pdata), jnp.asarray(pmask)
+            pdata, pmask = as_arrays(pdata), jax.device_put(np.asarray(pmask))
             pone = _one_dataset(pdata, batched)
             try:
                 n_pad = model.check_output(pone, dtype, True)
@@ -112,10 +112,20 @@ def _setup(model, data, method, init, max_iter, tol, ftol, mask, nan_policy, bat
     n_static = n_terms if n_terms is not None else n_data(one)
     start = model.start_leaves(data, mask, batched)
     leaves = model.spec.natural_leaves(init, batch=B, start=start)
-    to_z = lambda *ls: model.spec.to_z(ls, dtype)  # noqa: E731
-    z0 = jax.vmap(to_z)(*leaves) if batched else to_z(*leaves)
+    z0 = _z_program(model, batched, dtype)(*leaves)
     fixed = model.spec.fixed_values(leaves, dtype)
     return _Setup(data, mask, opt, int(max_iter), gtol, ftol, n_terms, n_static, leaves, z0, fixed, padded)
+
+
+def _z_program(model: Model, batched: bool, dtype):
+    """Natural start leaves -> z0, as one small program of the model (saved with its
+    programs): run op by op, the constraint maps compiled a program per operation."""
+    def build():
+        def one(*leaves):
+            return model.spec.to_z(leaves, dtype)
+        return jit(jax.vmap(one) if batched else one)
+
+    return model.compiled(("to_z", batched, np.dtype(dtype).name), build)
 
 
 def _one_dataset(data, batched: bool):

@@ -231,7 +231,8 @@ class ParamSpec:
 
     def fixed_values(self, leaves, dtype):
         """The fixed leaves' values, in spec order (inputs of the compiled fit)."""
-        return [jnp.asarray(v, dtype) for v, fixed in zip(leaves, self.is_fixed) if fixed]
+        return [jax.device_put(np.asarray(v, dtype)) if isinstance(v, (np.ndarray, np.generic, float, int))
+                else jnp.asarray(v, dtype) for v, fixed in zip(leaves, self.is_fixed) if fixed]
 
     def to_leaves(self, z, fixed):
         """Flat unconstrained vector (+ fixed values) -> natural leaves."""
