@@ -14,6 +14,7 @@ import numpy as np
 import warnings
 
 from . import _stats
+from ._compile import fingerprint, jit
 from ._profile import _setup, missing_data_message
 from ._solve import make_objective, ready_data
 
@@ -40,10 +41,24 @@ def derived(result, fn):
         (estimate, stderr), each shaped like ``fn``'s output (plus the batch axis).
     """
     leaves = jax.tree_util.tree_leaves(result.params)
-    core = lambda t, c, ls: _derived_single(result.model, fn, t, c, ls)  # noqa: E731
-    if np.ndim(result.loglik) == 1:
-        core = jax.vmap(core)
-    return jax.jit(core)(result.estimate_flat, result.cov, leaves)
+    batched = np.ndim(result.loglik) == 1
+
+    def build():
+        core = lambda t, c, ls: _derived_single(result.model, fn, t, c, ls)  # noqa: E731
+        return jit(jax.vmap(core) if batched else core)
+
+    return _cached(result.model, ("derived", batched), fn, build)(result.estimate_flat, result.cov, leaves)
+
+
+def _cached(model, key, fn, build):
+    """The model's program for ``fn`` under ``key``: compiled once per function that
+    computes the same thing (``jaxmle._compile.fingerprint``), so calling ``derived``
+    again, or with a re-defined lambda of the same code, compiles nothing. A function
+    without a fingerprint (it reads an object jaxmle cannot key) compiles every call."""
+    fp = fingerprint(fn)
+    if fp is None:
+        return build()
+    return model.compiled(key + (fp,), build)
 
 
 def derived_interval(result, fn, level: float = 0.95, method: str = "delta"):
@@ -160,9 +175,13 @@ def _derived_profile(result, fn, q):
         ends = jax.vmap(lambda s: _derived_end(obj, g, q, z_hat, f_hat, s))(sides)
         return ends[0], ends[1]
 
-    if batched:
-        one = jax.vmap(one, in_axes=(0, 0, 0, 0, 0 if mask is not None else None))
-    lo, hi = jax.jit(one)(result.z, result.fixed, -result.logpost, result._data, mask)
+    def build():
+        if batched:
+            return jit(jax.vmap(one, in_axes=(0, 0, 0, 0, 0 if mask is not None else None)))
+        return jit(one)
+
+    key = ("derived_profile", batched, mask is not None, n_static, float(q))
+    lo, hi = _cached(model, key, fn, build)(result.z, result.fixed, -result.logpost, result._data, mask)
     return np.asarray(lo), np.asarray(hi)
 
 
@@ -203,7 +222,7 @@ def robust_cov(result):
         core = lambda z, fx, d, m: _robust_single(model, z, fx, d, m)  # noqa: E731
         if batched:
             core = jax.vmap(core, in_axes=(0, 0, 0, 0 if mask is not None else None))
-        return jax.jit(core)
+        return jit(core)
 
     fn = model.compiled(("robust", batched, mask is not None), build)
     cov = fn(result.z, result.fixed, data, mask)

@@ -1,5 +1,6 @@
 """Intervals for derived quantities: delta method and profile likelihood (res.derived)."""
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -76,3 +77,28 @@ def test_profile_interval_of_a_function_batched_equals_single():
         _postfit.derived_interval(batch, lambda p: jnp.stack([p["mu"], p["sigma"]]), method="profile")
     with pytest.raises(ValueError, match="'delta', 'profile'"):
         _postfit.derived_interval(batch, fn, method="bootstrap")
+
+
+def test_derived_again_compiles_nothing():
+    # A notebook user calls derived() again (or re-runs the cell with a new lambda of
+    # the same code): the program is reused, for the delta method and the profile.
+    from jax._src import monitoring
+    x = np.array([1.2, 0.4, 2.2, 0.9, 1.7, 0.3])
+    res = jm.fit(jm.Model(lambda p, d: jax.scipy.stats.expon.logpdf(d, scale=1.0 / p["rate"]),
+                          {"rate": jm.Positive(1.0)}), x)
+    first = res.derived(lambda p: 1.0 / p["rate"])
+    prof = res.derived(lambda p: 1.0 / p["rate"], level=0.95, method="profile")
+    compiles = []
+    listen = lambda event, duration, **kw: compiles.append(event) if event.endswith("backend_compile_duration") else None  # noqa: E731
+    monitoring.register_event_duration_secs_listener(listen)
+    try:
+        again = res.derived(lambda p: 1.0 / p["rate"])
+        prof2 = res.derived(lambda p: 1.0 / p["rate"], level=0.95, method="profile")
+    finally:
+        monitoring.unregister_event_duration_listener(listen)
+    assert compiles == []
+    np.testing.assert_allclose(np.asarray(again[0]), x.mean(), rtol=1e-8)      # 1/rate_hat = mean
+    np.testing.assert_allclose(np.asarray(again[1]), x.mean() / np.sqrt(6), rtol=1e-8)
+    for a, b in zip(first, again):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    np.testing.assert_array_equal(np.asarray(prof[2]), np.asarray(prof2[2]))
