@@ -236,7 +236,8 @@ def _aval(x):
     """A leaf's part of an argument signature: dtype, shape, weak type (committed
     arrays on one device only: a sharded argument is not saved)."""
     if isinstance(x, jax.Array):
-        if len(x.sharding.device_set) != 1:
+        # Typed PRNG keys (extended dtypes) and sharded arrays: not saved.
+        if jax.dtypes.issubdtype(x.dtype, jax.dtypes.extended) or len(x.sharding.device_set) != 1:
             raise _NotSaved(x)
         return (x.dtype.str, x.shape, bool(getattr(x, "weak_type", False)))
     if isinstance(x, (np.ndarray, np.generic)):

@@ -311,3 +311,12 @@ def test_distribution_models_have_a_fingerprint():
     for name in ("exponential", "gamma", "normal"):
         res = jm.fit_distribution(name, np.array([1.0, 2.0, 3.5]))
         assert res.model._sharing_key() is not None, name
+
+
+def test_a_program_taking_a_typed_key_runs_unsaved(tmp_path, monkeypatch):
+    # Typed PRNG keys have an extended dtype: such a call runs through jit, not the saved path.
+    monkeypatch.setenv("JAXMLE_CACHE_DIR", str(tmp_path))
+    prog = _compile.jit(lambda k, x: jax.random.normal(k, x.shape) + x).persist_as(("test", "typed key"))
+    a = prog(jax.random.key(0), np.zeros(3))
+    b = jax.random.normal(jax.random.key(0), (3,))
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
