@@ -62,6 +62,7 @@ SCRIPTS: list[tuple[str, str, list[str]]] = [
     (r"first_call.*", "first_call.py", ENGINE),
     (r"gpu.*", "gpu.py", ENGINE + DEMO + REGRESSION),
     (r"hmm_batch.*", "hmm_batch.py", ENGINE + ["jaxmle/models/hmm.py"]),
+    (r"minibatch.*", "minibatch.py", ENGINE + STREAM + REGRESSION),
     (r"latency.*", "latency.py", ENGINE + INFERENCE + ["jaxmle/distributions.py", "jaxmle/_summary.py"]),
     (r"robustness.*", "robustness.py", ENGINE + ["jaxmle/models/nonlinear.py", "jaxmle/distributions.py",
                                                  "jaxmle/_predict.py", "benchmarks/_robust_problems.py"]),

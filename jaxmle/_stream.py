@@ -258,7 +258,7 @@ def _stochastic_method(method) -> _opt.Optimizer:
     if method in ("auto", "adam"):
         return _opt.Adam()
     if method in ("sgd", "gd"):
-        return _opt.GradientAscent(learning_rate=0.01)
+        return _opt.GradientAscent()     # the mini-batch default rule (jaxmle._stochastic)
     if isinstance(method, (_opt.Adam, _opt.GradientAscent)):
         return method
     name = method if isinstance(method, str) else getattr(method, "name", type(method).__name__)

@@ -9,6 +9,10 @@ import jax.numpy as jnp
 from ._optax import OptaxMethod
 
 
+# Adam's step size in full-data fits when none is given.
+DEFAULT_RATE = 0.05
+
+
 class _FirstOrder(OptaxMethod):
     """First-order defaults: many cheap iterations, a looser gradient tolerance."""
 
@@ -27,10 +31,14 @@ class Adam(_FirstOrder):
     fits settle at the optimum instead of circling it at a distance ~learning_rate.
 
     Args:
-        learning_rate: initial step size on the unconstrained scale.
+        learning_rate: initial step size on the unconstrained scale. None (default)
+            means 0.05 in full-data fits; mini-batch fits (``batch_size=``) then take
+            the default rule of ``jaxmle._stochastic`` instead: steps in coordinates
+            whitened by one batch's Hessian, of 0.5 / sqrt(batch_size) there, without
+            momentum (``b1`` is not used), and the iterates averaged after a burn-in.
     """
 
-    learning_rate: float = 0.05
+    learning_rate: float | None = None
     b1: float = 0.9
     b2: float = 0.999
     patience: int = 50
@@ -40,7 +48,7 @@ class Adam(_FirstOrder):
     def transformation(self):
         import optax  # here, not at import: a Newton fit never loads it
         return optax.chain(
-            optax.adam(self.learning_rate, b1=self.b1, b2=self.b2),
+            optax.adam(DEFAULT_RATE if self.learning_rate is None else self.learning_rate, b1=self.b1, b2=self.b2),
             optax.contrib.reduce_on_plateau(
                 factor=self.decay, patience=self.patience, rtol=1e-9, atol=0.0,
                 cooldown=0, accumulation_size=1, min_scale=1e-4,
@@ -54,7 +62,8 @@ class GradientAscent(_FirstOrder):
 
     With ``learning_rate=None`` (default) the step comes from optax's backtracking
     (Armijo) line search, starting from the last accepted step grown by 1.5x;
-    with a number, plain fixed-step ``optax.sgd``.
+    with a number, plain fixed-step ``optax.sgd``. In mini-batch fits (``batch_size=``,
+    ``method="sgd"``) None takes the whitened default rule of ``jaxmle._stochastic``.
     """
 
     learning_rate: float | None = None
