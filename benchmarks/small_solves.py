@@ -1,7 +1,8 @@
 """Batched small linear solves on CPU: which way to solve H d = -g for B tiny systems.
 
 jaxmle's own small-k algebra (``jaxmle._linalg``: vectorised Cholesky, triangular
-solves and Jacobi eigendecomposition, LAPACK-free for k <= _linalg.SMALL) runs
+solves for k <= _linalg.SMALL; eigendecompositions closed-form for k <= 2, else LAPACK in
+chunks under vmap) runs
 beside the LAPACK calls it replaces; compile time is reported separately.
 
 Newton needs one k x k solve per dataset per iteration. Contenders, each vmapped over
@@ -43,7 +44,7 @@ def solvers():
 
     return {
         "jaxmle _linalg cholesky + cho_solve": lambda H, g: _linalg.cho_solve(_linalg.cholesky(H), g),
-        "jaxmle _linalg eigh (Jacobi)": ours_eig,
+        "jaxmle _linalg eigh (closed form k<=2, else chunked LAPACK)": ours_eig,
         "jnp.linalg.solve (LU)": lambda H, g: jnp.linalg.solve(H, g),
         "jnp.linalg.inv @ g": lambda H, g: jnp.linalg.inv(H) @ g,
         "cholesky + cho_solve": chol,
