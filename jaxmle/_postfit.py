@@ -15,6 +15,7 @@ import warnings
 
 from . import _stats
 from ._compile import fingerprint, jit
+from ._model import Model
 from ._profile import _setup, missing_data_message
 from ._solve import make_objective, ready_data
 
@@ -56,7 +57,7 @@ def _cached(model, key, fn, build):
     again, or with a re-defined lambda of the same code, compiles nothing. A function
     without a fingerprint (it reads an object jaxmle cannot key) compiles every call."""
     fp = fingerprint(fn)
-    if fp is None:
+    if fp is None or not isinstance(model, Model):     # a detached (unpickled) result's model
         return build()
     return model.compiled(key + (fp,), build)
 
