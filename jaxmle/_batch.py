@@ -62,7 +62,7 @@ class BatchFitter:
         if compact not in (True, False, "auto"):
             raise ValueError(f"compact must be True, False or 'auto', got {compact!r}")
         self.compact, self.min_bucket = compact, min_bucket
-        model = stages.model
+        model = self.model = stages.model
         # The data is made ready (masked entries replaced, model.prepare applied) once.
         self.ready = jit(jax.vmap(lambda d, m: ready_data(model, d, m), in_axes=ax[2:]))
         self.start = jit(jax.vmap(stages.start, in_axes=ax))
@@ -199,7 +199,9 @@ class BatchFitter:
         if "pending" not in out:
             return out
         z, f = out["z"], out["pending"]["f"]
-        return conclude(out, z0, lambda Hinv, suspect: self.probes(z, f, Hinv, suspect, *args))
+        spec = getattr(getattr(self, "model", None), "spec", None)
+        return conclude(out, z0, lambda Hinv, suspect: self.probes(z, f, Hinv, suspect, *args),
+                        None if spec is None else spec.wald_ok_flat)
 
     def _signature(self, sub, sub_args):
         return tuple(a.shape[1:] for a in jax.tree_util.tree_leaves((sub, *sub_args)))

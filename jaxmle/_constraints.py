@@ -58,6 +58,11 @@ class Constraint:
         """Distance of each element to the nearest constraint edge (inf if none)."""
         return jnp.full(jnp.shape(x), jnp.inf, dtype=jnp.result_type(x))
 
+    def wald_ok(self, x: np.ndarray) -> np.ndarray:
+        """Host NumPy: which elements of a natural value have a meaningful Wald standard
+        error (their delta-method one is reported NaN elsewhere)."""
+        return np.ones(np.shape(x), dtype=bool)
+
 
 class Real(Constraint):
     """An unconstrained real parameter (what a plain spec value means)."""
@@ -289,6 +294,110 @@ class PositiveDefinite(Constraint):
 
     def __repr__(self):
         return f"PositiveDefinite({self.init!r})"
+
+
+def _frame(K: int) -> np.ndarray:
+    """The fixed rotation of ``SphereSimplex``: first column (1, ..., 1) / sqrt(K), the
+    others a fixed generic orthonormal completion (identity for K = 2)."""
+    if K == 2:
+        return np.eye(2)
+    M = np.column_stack([np.full(K, 1.0 / np.sqrt(K)), np.random.default_rng(0).standard_normal((K, K - 1))])
+    Q, _ = np.linalg.qr(M)
+    return Q
+
+
+class SphereSimplex(Constraint):
+    """A probability vector of an HMM (transition or emission row), parametrised so that
+    an element at 0 is an ordinary interior point of the unconstrained coordinates.
+
+    Under ``jm.Simplex`` (log-ratios) a probability of 0 lies at infinity: Newton chases
+    it, its curvature vanishes, and the fit ends AT_BOUNDARY only if it got there, or,
+    mid-chase, with a failed step (LINESEARCH_FAILED). Here ``pi_k = u_k^2`` with ``u = R v``
+    on the unit sphere, ``v`` in hyperspherical angles ``z`` (K - 1 of them, any real:
+    the map is periodic, so nothing lies at infinity) and ``R`` a fixed rotation. At a
+    vertex the log-likelihood has zero gradient and strictly negative curvature (it
+    falls like ``u_j^2`` away from it), so the fit converges there like at any interior
+    maximum. The angles' chart is degenerate only where ``R^T u`` has its last two
+    coordinates 0; ``R`` puts that set through the uniform distribution and away from
+    every vertex (K = 2: nowhere). The map is many to one (signs, periods), which is
+    harmless for a maximum. The delta-method standard error of an element at a vertex
+    is 0 (the Jacobian vanishes there).
+
+    An element at 0 is still an edge (``edge_distance`` is the probability, and its
+    delta-method standard error is proportional to ``|u_k|``, so it is flagged: status
+    AT_BOUNDARY); ``StartSimplex`` is the exception.
+    """
+
+    elementwise = False
+
+    def __init__(self, init):
+        self.init = init
+
+    def edge_distance(self, x):
+        return x
+
+    def wald_ok(self, x):
+        # At a vertex the map's Jacobian vanishes: the delta-method standard error of
+        # a probability at 0 or 1 is 0, which is no standard error at all.
+        x = np.asarray(x)
+        return (x > 1e-10) & (x < 1.0 - 1e-10)
+
+    def n_free(self, shape):
+        return int(shape[-1]) - 1
+
+    def forward(self, z, shape):
+        K = int(shape[-1])
+        c, s = jnp.cos(z), jnp.sin(z)
+        # v_k = sin z_0 ... sin z_(k-1) cos z_k; the last, the product of all sines.
+        # (products written out: jnp.cumprod's derivative divides by its factors, NaN at a
+        # sine of 0, which is exactly where a vertex can sit)
+        lead = [jnp.ones((), z.dtype)]
+        for k in range(K - 1):
+            lead.append(lead[-1] * s[k])
+        lead = jnp.stack(lead)
+        v = lead * jnp.concatenate([c, jnp.ones((1,), z.dtype)])
+        u = jnp.asarray(_frame(K), z.dtype) @ v
+        return (u * u).reshape(shape)
+
+    def inverse(self, x):
+        x = jnp.ravel(x)
+        K = x.shape[0]
+        # Alternating signs keep the uniform start off the chart's degenerate set.
+        sign = jnp.asarray((-1.0) ** np.arange(K), x.dtype)
+        v = jnp.asarray(_frame(K), x.dtype).T @ (sign * jnp.sqrt(jnp.maximum(x, 0.0)))
+        tail = jnp.sqrt(jnp.cumsum((v * v)[::-1])[::-1])          # |v[k:]|
+        head = jnp.arctan2(tail[1:K - 1], v[:K - 2])
+        return jnp.concatenate([head, jnp.arctan2(v[K - 1:], v[K - 2:K - 1])])
+
+    def violation(self, x):
+        if x.ndim != 1 or x.shape[0] < 2:
+            return "must be a 1-D vector of length >= 2 (probability vector)"
+        if not np.all(np.isfinite(x)) or np.any(x < 0):
+            return "must have all elements >= 0 (probability vector)"
+        if abs(float(np.sum(x)) - 1.0) > 1e-6:
+            return f"must sum to 1 (sums to {float(np.sum(x)):.6g}; probability vector)"
+        return None
+
+    def valid_rows(self, x):
+        if x.ndim != 2 or x.shape[1] < 2:
+            return super().valid_rows(x)
+        ok = (np.isfinite(x) & (x >= 0)).all(axis=1)
+        return ok & (np.abs(x.sum(axis=1) - 1.0) <= 1e-6)
+
+    def __repr__(self):
+        return f"{type(self).__name__}({self.init!r})"
+
+
+class StartSimplex(SphereSimplex):
+    """The initial-state distribution (``SphereSimplex``) whose vertices are no edge.
+
+    With one sequence the likelihood is linear in the start probabilities, so their MLE
+    is always a vertex (all mass on one state): structural, not a fact about the data,
+    so it is not reported as AT_BOUNDARY (see ``jm.models.hmm``).
+    """
+
+    def edge_distance(self, x):
+        return jnp.full(jnp.shape(x), jnp.inf, dtype=jnp.result_type(x))
 
 
 class Fixed(Constraint):

@@ -46,6 +46,7 @@ class _Setup(NamedTuple):
     z0: jax.Array
     fixed: list
     padded: bool      # observations padded to a shape bucket (``bucket_size``), masked out
+    n_user: int | None = None     # the observation axis's length as given (before the bucket)
 
 
 def _setup(model, data, method, init, max_iter, tol, ftol, mask, nan_policy, batched: bool, bucket=True):
@@ -94,6 +95,7 @@ def _setup(model, data, method, init, max_iter, tol, ftol, mask, nan_policy, bat
     one = _one_dataset(data, batched)
     n_terms = model.check_output(one, dtype, mask is not None)
     padded = False
+    n_user = n_terms
     if bucket and n_terms is not None and n_terms == n_data(one) and model.rowwise is not False and (
             not batched or mask is not None):
         if n_terms <= BUCKET_MAX:
@@ -114,7 +116,8 @@ def _setup(model, data, method, init, max_iter, tol, ftol, mask, nan_policy, bat
     leaves = model.spec.natural_leaves(init, batch=B, start=start)
     z0 = _z_program(model, batched, dtype)(*leaves)
     fixed = model.spec.fixed_values(leaves, dtype)
-    return _Setup(data, mask, opt, int(max_iter), gtol, ftol, n_terms, n_static, leaves, z0, fixed, padded)
+    return _Setup(data, mask, opt, int(max_iter), gtol, ftol, n_terms, n_static, leaves, z0, fixed, padded,
+                  n_user if padded else None)
 
 
 def _z_program(model: Model, batched: bool, dtype):
@@ -349,7 +352,8 @@ def fit(
         out.pop("pinned", None)
         hess = out["pending"]["hess"] if "pending" in out else None
         out = conclude(out, s.z0, lambda Hinv, suspect: _probes(model, s)(
-            out["z"], out["pending"]["f"], Hinv, suspect, s.z0, s.fixed, s.data, s.mask))
+            out["z"], out["pending"]["f"], Hinv, suspect, s.z0, s.fixed, s.data, s.mask),
+            model.spec.wald_ok_flat)
         if "rows_independent" in out:
             model.rowwise = bool(out.pop("rows_independent"))
             if not model.rowwise:
@@ -358,6 +362,7 @@ def fit(
                 return fit(model, data, method, init, max_iter, tol, ftol, mask, warn, n_starts, key, trace,
                            bucket=False)
         res = FitResult(model, s.opt.name, out, data=s.data, mask=s.mask, n_terms=s.n_terms)
+        res._memo["n_user"] = s.n_user
         # What profile likelihoods need to rerun this fit's program with a coordinate
         # pinned (``jaxmle._profile``): its setup, and the Hessian of a Newton fit at
         # the estimate (another method's may be an approximation: recomputed there).
@@ -497,6 +502,7 @@ def fit_batch(
     out = run_chunks(fn, (s.z0, s.fixed, s.data, s.mask), B, chunk_size, progress, mesh)
     res = BatchFitResult(model, s.opt.name, out, data=s.data, mask=s.mask, n_terms=s.n_terms,
                          groups=groups, group_key=by)
+    res._memo["n_user"] = s.n_user
     _warn_negative_scale(res, stacklevel=2)
     status = np.asarray(res.status)
     n_edge = int(np.sum(status == Status.AT_BOUNDARY))

@@ -17,13 +17,14 @@ from typing import Any
 import jax
 import numpy as np
 
-from ._constraints import Fixed, Interval, Positive, PositiveDefinite, Real, Simplex
+from ._constraints import Fixed, Interval, Positive, PositiveDefinite, Real, Simplex, SphereSimplex, StartSimplex
 from ._params import ParamSpec
 from ._stats import wald_interval
 from ._status import Status
 
 FORMAT = "jaxmle-result-1"
-_CONSTRAINTS = {c.__name__: c for c in (Real, Positive, Interval, Simplex, PositiveDefinite, Fixed)}
+_CONSTRAINTS = {c.__name__: c for c in (Real, Positive, Interval, Simplex, PositiveDefinite, Fixed,
+                                                  SphereSimplex, StartSimplex)}
 
 
 class DetachedError(RuntimeError):

@@ -290,6 +290,18 @@ class ParamSpec:
             [jnp.ravel(v) for v, f in zip(leaves, self.is_fixed) if not f]
         )
 
+    def wald_ok_flat(self, params) -> np.ndarray:
+        """Host NumPy: for a params pytree (with any leading batch axes), which free natural
+        elements have a meaningful Wald standard error (``Constraint.wald_ok``)."""
+        parts = []
+        for con, shape, f, v in zip(self.constraints, self.shapes, self.is_fixed, jax.tree_util.tree_leaves(params)):
+            if f:
+                continue
+            v = np.asarray(v)
+            lead = v.shape[: v.ndim - len(shape)]
+            parts.append(np.reshape(con.wald_ok(v), lead + (-1,)))
+        return np.concatenate(parts, axis=-1)
+
     def edge_distance_flat(self, z, fixed):
         """Distance of each free natural element to its constraint edge."""
         leaves = self.to_leaves(z, fixed)

@@ -396,7 +396,7 @@ def _second_order_pieces(opt, obj: Objective, spec, state, z0, fixed, invert: bo
     return out
 
 
-def conclude(out: dict, z0, probes) -> dict:
+def conclude(out: dict, z0, probes, wald_ok=None) -> dict:
     """Covariance, condition number, edges, runaways and the final status, on the host.
 
     ``out`` is ``Stages.finish``'s result for one fit or (with a leading axis) a batch,
@@ -404,6 +404,9 @@ def conclude(out: dict, z0, probes) -> dict:
     separately compiled program: called only when some fit has a coordinate that looks
     unidentified, so the common fit never compiles it. Equal to doing all of this in
     the fit's program (``jaxmle._stats.inverse_information``) to rounding.
+    ``wald_ok(params)`` (``ParamSpec.wald_ok_flat``) names the elements whose delta-method
+    standard error means nothing (a probability at a vertex of ``SphereSimplex``): their
+    rows and columns of the covariance are NaN.
     """
     if "pending" not in out:
         return out
@@ -448,6 +451,11 @@ def conclude(out: dict, z0, probes) -> dict:
         moved = (np.abs(J) @ p["path"].astype(J.dtype)[..., None])[..., 0] > 0
         boundary = np.where(off[..., None], boundary | moved, boundary)
         status = np.where(off, Status.AT_BOUNDARY, status).astype(np.int32)
+    if wald_ok is not None and "params" in out:
+        ok = np.asarray(wald_ok(out["params"]), bool)
+        if ok.size and not ok.all():
+            bad = ~ok
+            cov = np.where(bad[..., :, None] | bad[..., None, :], np.nan, cov)
     out.update(cov=cov, cond=cond, boundary=boundary, status=status)
     return out
 

@@ -18,6 +18,7 @@ from jax.scipy import stats
 from jax.scipy.special import logsumexp
 
 from .._compile import jit
+from .._constraints import SphereSimplex, StartSimplex
 from .._model import Model
 from .._params import Fixed, Positive, Simplex
 from .._result import FIELDS
@@ -32,7 +33,7 @@ def _keys(n: int) -> list[str]:
 
 
 def _simplex(v):
-    return Simplex(v) if np.shape(v)[-1] > 1 else Fixed(v)
+    return SphereSimplex(v) if np.shape(v)[-1] > 1 else Fixed(v)
 
 
 def _stack(rows: dict):
@@ -53,9 +54,12 @@ def _normalise(counts, axis=-1):
 
 
 def _safe_log(p):
-    # A probability that underflows to 0 would give log 0 = -inf and a NaN gradient
-    # (0 * inf); clamped, its gradient is 0 and the likelihood stays finite.
-    return jnp.log(jnp.maximum(p, _tiny(p.dtype)))
+    # log(p + delta), delta ~ 1e-139 in float64: a probability of exactly 0 (reached at a
+    # finite point by SphereSimplex) gives a finite log and its true derivative
+    # (d loglik / d p_j = L_j / L), where log(max(p, tiny)) would give a derivative of 0
+    # and a singular Hessian there; delta changes the log-likelihood by ~1e-139 (and delta^2
+    # must not underflow: the Hessian of log(u^2 + delta) at u = 0 has delta^2 in it).
+    return jnp.log(p + _tiny(p.dtype) ** 0.45)
 
 
 def _steps_mask(mask, T):
@@ -135,7 +139,8 @@ class HMM(Model):
         stay = 0.9 if K > 1 else 1.0
         A = np.full((K, K), (1 - stay) / max(K - 1, 1)) + (stay - (1 - stay) / max(K - 1, 1)) * np.eye(K)
         if isinstance(start, str):
-            start_leaf = (_simplex if start == "estimate" else Fixed)(np.full(K, 1.0 / K))
+            uniform = np.full(K, 1.0 / K)
+            start_leaf = (StartSimplex if start == "estimate" and K > 1 else Fixed)(uniform)
         else:
             start_leaf = Fixed(np.asarray(start, float))
         spec = {"start": start_leaf, "trans": {k: _simplex(A[i]) for i, k in enumerate(self._rows)}}
@@ -150,7 +155,8 @@ class HMM(Model):
             spec["emission"] = {k: _simplex(E[i]) for i, k in enumerate(self._rows)}
         self._start_fixed, self._start_value = isinstance(start_leaf, Fixed), np.asarray(start_leaf.init)
         super().__init__(self._terms_unmasked, spec, name=f"hmm_{K}_{emission}",
-                         validate=self._validate, em_step=self._em_step, init_fn=self._init_fn)
+                         validate=self._validate, em_step=self._em_step, init_fn=self._init_fn,
+                         start=self._data_start if emission == "normal" and K > 1 else None)
 
     # -- pieces ------------------------------------------------------------------
     def transition_matrix(self, params):
@@ -253,6 +259,25 @@ class HMM(Model):
             out["emission"] = _unstack(flat(k3, (K, self.n_categories)), self._rows)
         return out
 
+    def _data_start(self, d, mask):
+        """Data-driven start for normal emissions (like hmmlearn's k-means init, without the
+        iterations): state k's mean at the ((k + 1/2) / K) quantile of the observed values,
+        every scale the sample standard deviation. Distinct, ordered means keep Newton off the
+        symmetric saddle where all states are equal; a start in the data's range keeps it
+        off the far-away local maxima that the fixed spec start (means -1..1) can lead to."""
+        x = d["x"]
+        dtype = x.dtype if jnp.issubdtype(x.dtype, jnp.floating) else jnp.result_type(float)
+        xf = jnp.where(mask, x.astype(dtype), jnp.inf)
+        n = jnp.maximum(jnp.sum(mask), 1)
+        K = self.n_states
+        q = (jnp.arange(K, dtype=dtype) + 0.5) / K
+        means = jnp.sort(xf)[jnp.minimum((q * n).astype(jnp.int32), n - 1)]
+        w = mask.astype(dtype)
+        xm = jnp.where(mask, x.astype(dtype), 0.0)
+        mu = jnp.sum(w * xm) / n
+        sd = jnp.sqrt(jnp.sum(w * (xm - mu) ** 2) / n)
+        return {"means": means, "scales": jnp.full((K,), sd, dtype)}
+
     def _validate(self, data, batched):
         if not isinstance(data, dict) or set(data) != {"x"}:
             raise ValueError("hmm needs data as {'x': array of shape (T,)} (one sequence)")
@@ -276,8 +301,13 @@ class HMM(Model):
     @staticmethod
     def _unwrap(params, data, mask):
         if hasattr(params, "params") and hasattr(params, "loglik"):      # a fit result
-            data = params._data if data is None else data
-            mask = params._mask if mask is None else mask
+            # The data the fit saw, trimmed back to the length given (a fit pads the time
+            # axis to a shape bucket): paths and posteriors line up with the user's arrays.
+            n = params._memo.get("n_user")
+            if data is None and params._data is not None:
+                data = params._data if n is None else jax.tree_util.tree_map(lambda a: a[..., :n], params._data)
+            if mask is None and params._mask is not None:
+                mask = params._mask if n is None else params._mask[..., :n]
             params = params.params
         return params, data, mask
 
@@ -469,10 +499,14 @@ class HMM(Model):
             perm = self._order(params)
             # Unconstrained coordinates, relabelled exactly even where a probability
             # underflows to 0: a simplex's z is log p up to a constant (last = 0).
-            ext = [jnp.concatenate([z_seg, jnp.zeros(1, z.dtype)]) if isinstance(c, Simplex) else z_seg
-                   for c, z_seg in zip(spec.constraints, self._segments(z, fixed))]
+            # (SphereSimplex rows: relabelled on the natural scale, then mapped back)
+            ext = [jnp.concatenate([z_seg, jnp.zeros(1, z.dtype)]) if isinstance(c, Simplex)
+                   else c.forward(z_seg, shape) if isinstance(c, SphereSimplex) and not f else z_seg
+                   for c, z_seg, shape, f in zip(spec.constraints, self._segments(z, fixed), spec.shapes,
+                                                 spec.is_fixed)]
             ext = self._permute(spec.unflatten(ext), perm)
-            zs = [s[..., :-1] - s[..., -1:] if isinstance(c, Simplex) else s
+            zs = [s[..., :-1] - s[..., -1:] if isinstance(c, Simplex)
+                  else c.inverse(s) if isinstance(c, SphereSimplex) else s
                   for c, s in zip(spec.constraints, spec.treedef.flatten_up_to(ext))]
             new_z = jnp.concatenate([jnp.ravel(s) for s, f in zip(zs, spec.is_fixed) if not f])
             new_fixed = [s for s, f in zip(zs, spec.is_fixed) if f]
@@ -519,15 +553,40 @@ def hmm(n_states: int, emission: str = "normal", n_categories: int | None = None
     ``method="em"`` (Baum–Welch). Like mixtures, HMMs are multimodal and their state
     labels interchangeable: use ``n_starts``, then ``model.sort_states(res)`` to
     order states by emission mean. ``model.viterbi(res)`` and
-    ``model.posterior(res)`` decode. With one sequence the MLE of ``start`` puts all
-    mass on one state (a boundary, status AT_BOUNDARY); ``start="uniform"`` (or a
-    fixed probability vector) holds it instead.
+    ``model.posterior(res)`` decode.
+
+    Start probabilities and the status. With one sequence the likelihood is linear
+    in ``start``, so the MLE of ``start`` is always a vertex of the simplex (all mass
+    on the state the sequence most likely begins in; hmmlearn's EM drifts to the
+    same vertex). That edge is structural, not a problem of the data, so
+    ``start="estimate"`` does not report it: ``start`` is parametrised so that every
+    vertex is an ordinary interior maximum of the unconstrained coordinates
+    (``StartSimplex``), and the status is decided by the other parameters alone:
+
+    * CONVERGED: the fit converged and every transition and emission parameter is
+      interior, even when ``start`` is a vertex;
+    * AT_BOUNDARY: a transition or emission parameter is at its edge
+      (``res.boundary_params`` names it; never a ``start`` element);
+    * LINESEARCH_FAILED, MAX_ITER, HESSIAN_NOT_PD, ...: as for any model.
+
+    Transition and categorical-emission rows are ``SphereSimplex`` parameters: a
+    probability of 0 is a finite point there too (no chase to infinity, which under
+    log-ratios ended fits LINESEARCH_FAILED), and it is still reported: AT_BOUNDARY
+    naming it. The standard errors of probabilities at 0 or 1 (and of ``start``
+    elements at a vertex) come out 0 (the delta method through a map that is flat
+    there): they are not Wald standard errors, and no interval for them should be
+    read off. ``start="uniform"`` (or a fixed
+    probability vector) holds ``start`` instead of estimating it, as hmmlearn's
+    ``init_params``/``params`` without "s" do. Normal emissions start from the
+    data (means at the state-wise quantiles, scales the sample SD) unless ``init=``
+    says otherwise.
 
     Args:
         n_states: K >= 1.
         emission: "normal", "poisson" or "categorical".
         n_categories: number of codes C >= 2, for categorical emissions only.
-        start: "estimate" (a ``jm.Simplex``), "uniform", or a fixed probability vector.
+        start: "estimate" (a ``StartSimplex``: a vertex is not an edge, see above),
+            "uniform", or a fixed probability vector.
 
     Example:
         >>> model = jm.models.hmm(2, "poisson")
