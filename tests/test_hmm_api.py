@@ -142,3 +142,17 @@ def test_batched_viterbi_and_posterior_equal_per_sequence_and_hmmlearn(kind):
         assert np.all(paths[i, T:] == paths[i, T - 1])
         np.testing.assert_allclose(post[i, :T], ref.predict_proba(x[:, None]), atol=1e-10)
         np.testing.assert_allclose(post[i, :T], np.asarray(model.posterior(p, {"x": x})), atol=1e-12)
+
+
+def test_viterbi_of_a_fit_result_has_the_users_length():
+    # A fit pads the time axis to a shape bucket (30 -> 32 here); paths and posteriors of
+    # the fit result, also after sort_states, line up with the user's (B, 30) arrays.
+    rng = np.random.default_rng(3)
+    x = rng.poisson(np.where(rng.random((3, 30)) < 0.5, 2.0, 9.0)).astype(float)
+    x, mask = jm.pad([x[0], x[1, :25], x[2, :28]])
+    model = jm.models.hmm(2, "poisson", start="uniform")
+    batch = model.sort_states(jm.fit_batch(model, {"x": x}, method="em", mask=mask, max_iter=50))
+    paths = np.asarray(model.viterbi(batch))
+    assert paths.shape == x.shape
+    direct = np.asarray(model.viterbi(batch.params, {"x": x}, mask=mask))
+    np.testing.assert_array_equal(paths[np.asarray(mask)], direct[np.asarray(mask)])

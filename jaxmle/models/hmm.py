@@ -520,8 +520,10 @@ class HMM(Model):
         params, z, fixed, cov, boundary = fn(res.params, res.z, res.fixed, res.cov, res.boundary)
         fields = {f: getattr(res, f) for f in FIELDS}
         fields.update(params=params, z=z, fixed=fixed, cov=cov, boundary=boundary)
-        return type(res)(self, res.method, fields, data=res._data, mask=res._mask,
-                         n_terms=res._n_terms, starts=res.starts)
+        out = type(res)(self, res.method, fields, data=res._data, mask=res._mask,
+                        n_terms=res._n_terms, starts=res.starts)
+        out._memo["n_user"] = res._memo.get("n_user")      # the length the user gave
+        return out
 
     def _segments(self, z, fixed):
         """Per leaf: its z segment shaped like the leaf (a simplex: K-1), or a fixed value."""
