@@ -76,9 +76,6 @@ SCRIPTS: list[tuple[str, str, list[str]]] = [
 # run; take a file off this list when it is regenerated (a listed file that has gained
 # a commit is an error, so the list cannot rot). Add nothing here without a reason.
 TO_REGENERATE: dict[str, str] = {
-    # Written before benchmarks/_common.provenance() existed; rerun
-    # `python benchmarks/against_commit.py` at the current commit.
-    "against_commit.json": "against_commit.py predates provenance stamps",
     # Measured on a rented H200 before provenance existed; needs a GPU session
     # (`python benchmarks/gpu.py`) to regenerate.
     "gpu_cuda_h200.json": "GPU run predates provenance stamps; needs a GPU to regenerate",
