@@ -63,6 +63,7 @@ SCRIPTS: list[tuple[str, str, list[str]]] = [
     (r"gpu.*", "gpu.py", ENGINE + DEMO + REGRESSION),
     (r"hmm_batch.*", "hmm_batch.py", ENGINE + ["jaxmle/models/hmm.py"]),
     (r"minibatch.*", "minibatch.py", ENGINE + STREAM + REGRESSION),
+    (r"bench_optimizers.*", "bench_optimizers.py", ENGINE + ["jaxmle/bench.py", "jaxmle/_bench_problems.py"]),
     (r"latency.*", "latency.py", ENGINE + INFERENCE + ["jaxmle/distributions.py", "jaxmle/_summary.py"]),
     (r"robustness.*", "robustness.py", ENGINE + ["jaxmle/models/nonlinear.py", "jaxmle/distributions.py",
                                                  "jaxmle/_predict.py", "benchmarks/_robust_problems.py"]),
