@@ -435,8 +435,11 @@ def fit_batch(
 
     Every data leaf carries a leading batch axis B. Each fit runs the same loop as
     ``fit`` under ``jax.vmap``; a finished fit is frozen at its own optimum while the
-    others continue, and each gets its own ``status``. Nothing raises for one bad
-    dataset: it gets a status code and the others are untouched.
+    others continue, and each gets its own ``status``. Once the fits run, nothing
+    raises for one bad dataset: it gets a status code and the others are untouched.
+    Input errors raise for the whole call, including NaN/inf at an unmasked position
+    of any dataset under the default ``nan_policy="raise"`` (``"status"`` gives such a
+    dataset the NONFINITE status instead).
 
     Args:
         model: a ``jm.Model``.
