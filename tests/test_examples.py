@@ -43,7 +43,10 @@ def test_every_example_is_covered():
     assert sorted(p.name for p in EXAMPLES.glob("*.py")) == sorted([*EXPECT, *ELSEWHERE])
 
 
-SLOW = {"hmm_detector.py"}   # ~30 s (400 channels); tests/test_hmm.py covers the HMM itself
+# hmm_detector: ~30 s (400 channels); tests/test_hmm.py covers the HMM itself. survival:
+# ~55 s, nearly all compiling the two Cox programs (n = 400 risk sets, measured 32 s for
+# one at this session's start too); tests/test_models.py checks Cox against statsmodels.
+SLOW = {"hmm_detector.py", "survival.py"}
 
 
 @pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in SLOW else n for n in sorted(EXPECT)])

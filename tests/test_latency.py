@@ -274,18 +274,11 @@ def test_a_second_session_loads_the_saved_fit_and_an_edited_module_is_not_stale(
     (tmp_path / "mod" / "usermod.py").write_text(_USERMOD.format(shift=1.0))
     third = _session(tmp_path, env)
     np.testing.assert_allclose(third[0], x.mean() - 1.0, rtol=1e-9)
-
-
-def test_a_damaged_saved_program_is_compiled_again(tmp_path):
-    (tmp_path / "mod").mkdir()
-    (tmp_path / "mod" / "usermod.py").write_text(_USERMOD.format(shift=0.0))
-    env = {k: v for k, v in os.environ.items() if k != "JAX_COMPILATION_CACHE_DIR"}
-    env["JAXMLE_CACHE_DIR"] = str(tmp_path / "cache")
-    first = _session(tmp_path, env)
+    # A damaged saved program is compiled again, not trusted.
     for f in (tmp_path / "cache" / "programs").glob("*.jaxexe"):
         f.write_bytes(f.read_bytes()[:100])
     again = _session(tmp_path, env)
-    assert again[:3] == first[:3] and again[3] >= 1
+    assert again[:3] == third[:3] and again[3] >= 1
 
 
 def test_a_program_with_a_host_callback_is_not_saved(tmp_path, monkeypatch):
