@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import optimizers as _opt
+from . import _solve, optimizers as _opt
 from ._batch import BatchFitter, default_mesh, run_chunks
 from ._compile import jit
 from ._data import (BUCKET_MAX, as_arrays, batch_size, bucket_size, check_mask, float_dtype, group_pad, n_data,
@@ -96,8 +96,11 @@ def _setup(model, data, method, init, max_iter, tol, ftol, mask, nan_policy, bat
     n_terms = model.check_output(one, dtype, mask is not None)
     padded = False
     n_user = n_terms
+    # A big fit summed in row blocks (``jaxmle._solve.block_rows``) is not padded: the
+    # padded copy of the data would double its memory, and such a fit's compile is a
+    # small part of its time.
     if bucket and n_terms is not None and n_terms == n_data(one) and model.rowwise is not False and (
-            not batched or mask is not None):
+            not batched or mask is not None) and not _blockable(model, n_terms):
         if n_terms <= BUCKET_MAX:
             # Padded (masked) even when n fills the bucket: one program per bucket.
             pdata, pmask = pad_rows(data, mask, n_terms, bucket_size(n_terms), int(batched))
@@ -153,11 +156,20 @@ def rows_independent(model: Model, z0, fixed, data, mask):
     return jnp.all(same | ~mask)
 
 
+def _blockable(model: Model, n) -> bool:
+    """Whether a fit of ``n`` observations may be summed in row blocks (``jaxmle._solve``):
+    part of every fit program's key, so a model marked ``rowwise`` after a fit gets the
+    blocked program."""
+    return (n is not None and int(n) >= _solve.BLOCK_MIN_ROWS
+            and (model.rowwise is True or getattr(model, "linear_predictor", None) is not None))
+
+
 def _compiled(model: Model, s: _Setup, batched: bool, trace_len: int = 0, compact: bool = False):
     """The model's cached program for this optimizer, tolerances and data signature."""
     masked = s.mask is not None
     check_rows = s.padded and not batched
-    key = ("fit", s.opt, s.max_iter, s.gtol, s.ftol, s.n_static, masked, batched, trace_len, compact, check_rows)
+    key = ("fit", s.opt, s.max_iter, s.gtol, s.ftol, s.n_static, masked, batched, trace_len, compact, check_rows,
+           _blockable(model, s.n_static))
 
     def build():
         stages = Stages(model, s.opt, s.max_iter, s.gtol, s.ftol, s.n_static, trace_len, batched)
@@ -210,7 +222,7 @@ def _probes(model: Model, s: _Setup):
         return jit(lambda z, f, Hinv, suspect, z0, fixed, data, mask: stages.probes(
             z, f, Hinv, suspect, z0, fixed, ready_data(model, data, mask), mask))
 
-    return model.compiled(("probes", s.n_static, s.mask is not None), build)
+    return model.compiled(("probes", s.n_static, s.mask is not None, _blockable(model, s.n_static)), build)
 
 
 def _warn_status(res, stacklevel):

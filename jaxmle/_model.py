@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -24,6 +24,25 @@ def scale_like(name: str) -> bool:
     if last.startswith("log"):
         return False
     return any(word in _SCALE_WORDS for word in re.split(r"[_\d\[\]]+", last))
+
+
+class LinearPredictor(NamedTuple):
+    """A model's declaration that its log-likelihood is a sum over rows of a function of
+    a linear predictor: term i is ``loglik(eta, params, data)[i]`` with
+    ``eta = data[x] @ params[param]``, and it depends on row i of the data (and on
+    ``eta[i]`` and the other parameters) alone.
+
+    Set as ``model.linear_predictor``; the ready GLMs (linear, logistic, probit,
+    Poisson) declare it. Big in-memory fits (``jaxmle._solve.BLOCK_MIN_ROWS``) then
+    form the Hessian of the ``param`` block as a weighted Gram matrix
+    X' diag(w) X, block by block (``jaxmle._solve``), instead of by autodiff
+    through the matrix product; the result is the same to rounding. ``loglik``
+    must equal ``model.loglik`` row by row; it must not read ``params[param]``.
+    """
+
+    x: str                 # the data key of the (n, k) design matrix
+    param: str             # the top-level parameter (a (k,) vector) that multiplies it
+    loglik: Callable       # loglik(eta, params, data) -> (n,) log-likelihood terms
 
 
 # Programs shared between Model objects that compute the same thing, keyed by
@@ -102,8 +121,14 @@ class Model:
         self.scale_like_leaves = [i for i, (name, con) in enumerate(zip(self.spec.leaf_names, self.spec.constraints))
                            if isinstance(con, Real) and scale_like(name)]
         # Whether term i of the log-density depends on observation i alone (None: not
-        # yet known; the first fit padded to a shape bucket finds out, see jm.fit).
+        # yet known; the first fit padded to a shape bucket finds out, see jm.fit). A
+        # user may set it to True (a promise: one term per row, each reading its own
+        # row of every data leaf): fits of at least ``jaxmle._solve.BLOCK_MIN_ROWS``
+        # rows then evaluate the log-likelihood in row blocks (bounded memory).
         self.rowwise: bool | None = None
+        # False: the model cannot take a mask (its terms read every row; Cox), and fits
+        # with one raise (``jaxmle._solve.ready_data``).
+        self.masks_ok = True
         self._compiled: dict = {}
         self._checked: dict = {}
 

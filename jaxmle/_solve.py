@@ -36,6 +36,16 @@ status then rests on the loop's rule above (max|g| for L-BFGS and Adam, which is
 not invariant to rescaling, as for any fit by those methods), an edge or a
 runaway along the path still gives AT_BOUNDARY, and ``cov`` is None.
 
+Big data in memory (``BLOCK_MIN_ROWS`` observations or more, a model whose terms
+each read their own row: ``Model.rowwise`` True or a ``LinearPredictor`` declared):
+the objective and its derivatives are sums over blocks of ``block_rows`` rows, formed
+one block at a time in a loop (``_Blocked``), as the chunked path (``jaxmle._chunks``)
+forms them chunk by chunk. Working memory is then a bounded multiple of one block, not
+of the data; the sums equal the unblocked ones to rounding. Models that declare a
+``LinearPredictor`` (the ready GLMs) get the Hessian of beta as a weighted Gram
+matrix X_b' diag(w) X_b per block, with the value and gradient in the same pass. Below
+the threshold the program is exactly the unblocked one.
+
 Everything here is written for one dataset; ``jaxmle._batch`` vmaps it.
 """
 
@@ -44,6 +54,7 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 import jax
+import jax.flatten_util
 import jax.numpy as jnp
 import numpy as np
 
@@ -52,7 +63,7 @@ from ._data import substitute_masked
 from ._model import Model
 from ._status import RUNNING, Status
 from .optimizers import NO_FAILURE, FitData
-from .optimizers._base import lane_while
+from .optimizers._base import lane_while, value_grad_hessian
 
 # A fit whose progress stalls at the floating-point floor still counts as converged
 # when its gradient is within this factor of the tolerance.
@@ -65,7 +76,13 @@ def ready_data(model: Model, data, mask):
     """The data the log-density sees: masked entries replaced, then ``model.prepare``.
 
     Every fit, profile and sandwich computation calls this once, outside its loops.
+    A model whose terms read every row (``Model.masks_ok`` False: Cox's risk sets)
+    refuses a mask: a masked row's stand-in values would enter other rows' terms.
     """
+    if mask is not None and not getattr(model, "masks_ok", True):
+        raise ValueError(f"{model.name}: this model cannot take a mask (each term reads every row, so masked "
+                         "rows would still count); drop the rows instead, or pad ragged batches as the "
+                         "model's docstring says")
     return model.prepared(substitute_masked(data, mask))
 
 
@@ -74,7 +91,9 @@ class Objective(NamedTuple):
 
     ``neg_total(z)`` is minus the log-likelihood (plus log-prior); optimizers
     minimise ``mean(z, bundle) = neg_total(z) / scale`` with scale the number of
-    observations (1 when unknown).
+    observations (1 when unknown). For a blocked fit (``_Blocked``) both are
+    callables with a ``value_grad_hessian`` method, which
+    ``jaxmle.optimizers._base.value_grad_hessian`` and ``dense_hessian`` use.
     """
 
     neg_total: Any
@@ -83,7 +102,14 @@ class Objective(NamedTuple):
     bundle: FitData
     pin: Any = None        # (on: bool[k], value: float[k]) or None: see ``make_objective``
 
-    def mean(self, z, _=None):
+    @property
+    def mean(self):
+        """The objective optimizers minimise, ``mean(z, data=None)``."""
+        if not isinstance(self.neg_total, _Blocked):
+            return self._mean
+        return _WithDerivatives(self._mean, self._mean_vgh)
+
+    def _mean(self, z, _=None):
         if self.pin is None:
             return self.neg_total(z) / self.scale
         on, value = self.pin
@@ -93,6 +119,20 @@ class Objective(NamedTuple):
         # unpinned ones exactly (a select and an added exact zero).
         return (self.neg_total(jnp.where(on, value, z)) / self.scale
                 + 0.5 * jnp.sum(jnp.where(on, (z - value) ** 2, 0.0)))
+
+    def _mean_vgh(self, z, _=None):
+        """(f, g, H) of ``mean`` from the blocked pass: what autodiff of ``_mean`` gives."""
+        if self.pin is None:
+            f, g, H = self.neg_total.value_grad_hessian(z)
+            return f / self.scale, g / self.scale, H / self.scale
+        on, value = self.pin
+        f, g, H = self.neg_total.value_grad_hessian(jnp.where(on, value, z))
+        keep = ~on
+        f = f / self.scale + 0.5 * jnp.sum(jnp.where(on, (z - value) ** 2, 0.0))
+        g = jnp.where(keep, g / self.scale, 0.0) + jnp.where(on, z - value, 0.0)
+        H = (jnp.where(keep[:, None] & keep[None, :], H / self.scale, 0.0)
+             + jnp.diag(on.astype(H.dtype)))
+        return f, g, H
 
 
 def make_objective(model: Model, z_dtype, fixed, data, mask, n_static, pin=None) -> Objective:
@@ -104,6 +144,9 @@ def make_objective(model: Model, z_dtype, fixed, data, mask, n_static, pin=None)
     so a Newton fit lands on the pinned values and optimises the rest (a profile
     likelihood evaluation, ``jaxmle._profile``) in the fit's own compiled program.
     ``neg_total`` stays the unpinned log-likelihood.
+
+    With ``n_static`` at least ``BLOCK_MIN_ROWS`` and a model whose terms read their own
+    rows alone (``block_rows``), ``neg_total`` is a ``_Blocked`` sum over row blocks.
     """
     spec = model.spec
     if mask is not None:
@@ -112,10 +155,231 @@ def make_objective(model: Model, z_dtype, fixed, data, mask, n_static, pin=None)
         n_obs = jnp.asarray(np.nan if n_static is None else n_static, z_dtype)
     scale = jnp.where(jnp.isfinite(n_obs), jnp.maximum(n_obs, 1.0), 1.0)
 
-    def neg_total(z):
-        return -model.logpost(spec.to_params(z, fixed), data, mask)
+    size = block_rows(model, data, mask, n_static)
+    if size is not None:
+        neg_total = _Blocked(model, fixed, data, mask, int(n_static), size)
+    else:
+        def neg_total(z):
+            return -model.logpost(spec.to_params(z, fixed), data, mask)
 
     return Objective(neg_total, n_obs, scale, FitData(fixed, data, mask), pin)
+
+
+# -- big data in memory: sums over row blocks ----------------------------------------
+
+#: In-memory fits of at least this many observations (per dataset; the padded length
+#: when padded) evaluate the log-likelihood, its gradient and Hessian in row blocks, for
+#: models whose term i reads row i alone (``Model.rowwise`` True, or a declared
+#: ``LinearPredictor``) and whose data leaves all have one row per observation. Read
+#: when a fit is compiled; smaller fits compile the unblocked program.
+BLOCK_MIN_ROWS = 1 << 17
+
+#: The bytes of data in one block (rows of all data leaves together): about what a core's
+#: cache holds, so a block is read from memory once per pass. Rows per block: this over a
+#: row's bytes, rounded down to a power of two within [BLOCK_ROWS_MIN, BLOCK_ROWS_MAX].
+BLOCK_BYTES = 1 << 20
+BLOCK_ROWS_MIN = 256
+BLOCK_ROWS_MAX = 1 << 14
+
+
+def block_rows(model: Model, data, mask, n_static) -> int | None:
+    """Rows per block for a blocked fit of this data, or None for the unblocked one."""
+    if n_static is None or int(n_static) < BLOCK_MIN_ROWS:
+        return None
+    # A model found to read other rows (``rowwise`` False) never; a declared linear
+    # predictor promises rows read alone.
+    if model.rowwise is False or (model.rowwise is not True and getattr(model, "linear_predictor", None) is None):
+        return None
+    n = int(n_static)
+    leaves = jax.tree_util.tree_leaves(data)
+    if not leaves or any(np.ndim(x) < 1 or np.shape(x)[0] != n for x in leaves):
+        return None
+    if mask is not None and tuple(np.shape(mask)) != (n,):
+        return None
+    return rows_per_block(leaves, n)
+
+
+def rows_per_block(leaves, n: int) -> int:
+    """Rows per block for arrays ``leaves`` with ``n`` rows each (see ``BLOCK_BYTES``)."""
+    row_bytes = sum(int(np.prod(np.shape(x)[1:], dtype=np.int64)) * np.dtype(x.dtype).itemsize for x in leaves)
+    rows = max(1, BLOCK_BYTES // max(row_bytes, 1))
+    size = 1 << (int(rows).bit_length() - 1)
+    return int(min(max(size, BLOCK_ROWS_MIN), BLOCK_ROWS_MAX, n))
+
+
+def block_sum(fn, data, mask, n: int, size: int, init):
+    """The sum over row blocks of ``fn(block, valid)`` (a pytree like ``init``).
+
+    Block i covers rows [i size, (i + 1) size); the last one is read as the final
+    ``size`` rows, with ``valid`` False at the rows an earlier block counted, so every
+    block has the same shape and the loop body is traced once. ``valid`` is also
+    False at masked-out rows.
+    """
+    count = -(-n // size)
+
+    def body(i, acc):
+        start = jnp.minimum(i * size, n - size)
+        block = jax.tree_util.tree_map(lambda x: jax.lax.dynamic_slice_in_dim(x, start, size, 0), data)
+        valid = start + jnp.arange(size) >= i * size
+        if mask is not None:
+            valid = valid & jax.lax.dynamic_slice_in_dim(mask, start, size, 0)
+        return jax.tree_util.tree_map(jnp.add, acc, fn(block, valid))
+
+    return jax.lax.fori_loop(0, count, body, init)
+
+
+class _WithDerivatives:
+    """A function of z with its (value, gradient, Hessian) computed by ``vgh``: what
+    ``jaxmle.optimizers._base.value_grad_hessian`` calls instead of autodiff."""
+
+    def __init__(self, fn, vgh):
+        self._fn, self._vgh = fn, vgh
+
+    def __call__(self, z, *args):
+        return self._fn(z, *args)
+
+    def value_grad_hessian(self, z, *_):
+        return self._vgh(z)
+
+
+class _Blocked:
+    """Minus the log-posterior of a big dataset, summed over row blocks.
+
+    Calling it gives the value (one pass over the blocks); autodiff of it (``jax.grad``,
+    ``jax.hessian``) goes through a ``custom_jvp`` whose rule forms the gradient block
+    by block, so reverse mode never holds per-row intermediates of the whole data;
+    ``value_grad_hessian`` forms all three in one pass: by forward-over-reverse autodiff
+    of each block, or, for a declared ``LinearPredictor``, as the weighted Gram matrix.
+    """
+
+    def __init__(self, model: Model, fixed, data, mask, n: int, size: int):
+        self.model, self.fixed, self.data, self.mask = model, fixed, data, mask
+        self.n, self.size = n, size
+        spec = model.spec
+
+        def block_neg(z, block, valid, fixed=fixed):
+            terms = model.loglik(spec.to_params(z, fixed), block)
+            if jnp.shape(terms) != (size,):
+                raise ValueError(
+                    f"the model is marked rowwise (model.rowwise = True) but its log-density returned shape "
+                    f"{jnp.shape(terms)} for {size} rows: a rowwise model returns one term per row. Set "
+                    "model.rowwise = None (or False)")
+            return -jnp.sum(jnp.where(valid, terms, 0))
+
+        self._block_neg = block_neg
+
+        @jax.custom_jvp
+        def total(z, fixed, data, mask):
+            return self._sum(lambda b, v: block_neg(z, b, v, fixed), data, mask, jnp.zeros((), z.dtype))
+
+        @total.defjvp
+        def total_jvp(primals, tangents):
+            # Fixed values and data are never differentiated (their tangents are zeros):
+            # the rule reads the tangent of z alone.
+            z, fixed, data, mask = primals
+            f, g = self._sum(lambda b, v: jax.value_and_grad(block_neg)(z, b, v, fixed), data, mask,
+                             (jnp.zeros((), z.dtype), jnp.zeros_like(z)))
+            return f, jnp.vdot(g, tangents[0])
+
+        self._total = total
+
+    def _sum(self, fn, data, mask, init):
+        return block_sum(fn, data, mask, self.n, self.size, init)
+
+    def _prior(self, z):
+        model = self.model
+        return -jnp.asarray(model.log_prior(model.spec.to_params(z, self.fixed)), z.dtype)
+
+    def __call__(self, z):
+        f = self._total(z, self.fixed, self.data, self.mask)
+        return f if self.model.log_prior is None else f + self._prior(z)
+
+    def value_grad_hessian(self, z, *_):
+        k = z.shape[0]
+        gram = self._gram_pass(z)
+        if gram is None:
+            init = (jnp.zeros((), z.dtype), jnp.zeros_like(z), jnp.zeros((k, k), z.dtype))
+            f, g, H = self._sum(lambda b, v: value_grad_hessian(lambda zz, _: self._block_neg(zz, b, v), z, None),
+                                self.data, self.mask, init)
+        else:
+            f, g, H = gram
+        if self.model.log_prior is not None:
+            fp, gp, Hp = value_grad_hessian(lambda zz, _: self._prior(zz), z, None)
+            f, g, H = f + fp, g + gp, H + Hp
+        return f, g, H
+
+    def _gram_pass(self, z):
+        """(f, g, H) by the weighted Gram matrix for a declared ``LinearPredictor``, else None.
+
+        With eta = X beta and theta the other natural parameters (flat), the row
+        terms' derivatives in (eta_i, theta) come from autodiff of the declared row
+        function (its Hessian in eta is diagonal: term i reads eta_i alone), and
+
+            g_beta = -X' h_eta,   H_beta,beta = -X' diag(h_eta,eta) X,
+            H_beta,theta = -X' h_eta,theta,   g_theta, H_theta,theta summed,
+
+        block by block. The chain rule to z: g = J'g_q, H = J'H_q J + d2(g_q . q(z)),
+        q(z) = (beta, theta) the natural parameters, J = dq/dz.
+        """
+        lp = getattr(self.model, "linear_predictor", None)
+        data = self.data
+        if lp is None or not isinstance(data, dict) or lp.x not in data or jnp.ndim(data[lp.x]) != 2:
+            return None
+        spec, fixed = self.model.spec, self.fixed
+        params = spec.to_params(z, fixed)
+        if not isinstance(params, dict) or lp.param not in params:
+            return None
+        X = data[lp.x]
+        k = X.shape[1]
+        if jnp.shape(params[lp.param]) != (k,) or not jnp.issubdtype(X.dtype, jnp.floating):
+            return None
+        dtype = z.dtype
+        rest0 = {key: v for key, v in params.items() if key != lp.param}
+        theta0, unravel = jax.flatten_util.ravel_pytree(rest0)
+        theta0 = theta0.astype(dtype)
+        m = theta0.shape[0]
+        beta = params[lp.param]
+        row, size = lp.loglik, self.size
+
+        def total(eta, theta, block, valid):
+            p = dict(unravel(theta))
+            p[lp.param] = jax.lax.stop_gradient(beta)
+            return jnp.sum(jnp.where(valid, row(eta, p, block), 0))
+
+        grad = jax.grad(total, argnums=(0, 1))
+        # Tangents (1, 0) and (0, e_j): the first gives diag h_eta,eta (the Hessian in eta is
+        # diagonal) and sum_i h_theta,eta; the others h_eta,theta_j per row and column j of
+        # H_theta,theta.
+        t_eta = jnp.concatenate([jnp.ones((1, size), dtype), jnp.zeros((m, size), dtype)])
+        t_theta = jnp.concatenate([jnp.zeros((1, m), dtype), jnp.eye(m, dtype=dtype)])
+
+        def block_terms(block, valid):
+            Xb = block[lp.x]
+            eta = Xb @ beta
+            val, (ge, gt) = jax.value_and_grad(total, argnums=(0, 1))(eta, theta0, block, valid)
+            he, ht = jax.vmap(lambda te, tt: jax.jvp(lambda e, t: grad(e, t, block, valid),
+                                                    (eta, theta0), (te, tt))[1])(t_eta, t_theta)
+            Hbb = (Xb * he[0][:, None]).T @ Xb
+            Hbt = Xb.T @ he[1:].T
+            return -val, -(ge @ Xb), -gt, -Hbb, -Hbt, -ht[1:]
+
+        init = (jnp.zeros((), dtype), jnp.zeros((k,), dtype), jnp.zeros((m,), dtype),
+                jnp.zeros((k, k), dtype), jnp.zeros((k, m), dtype), jnp.zeros((m, m), dtype))
+        f, gb, gt, Hbb, Hbt, Htt = self._sum(block_terms, data, self.mask, init)
+        gq = jnp.concatenate([gb, gt])
+        Hbb = 0.5 * (Hbb + Hbb.T)     # X'(w X) is symmetric but for the rounding of each product
+        Hq = jnp.concatenate([jnp.concatenate([Hbb, Hbt], axis=1),
+                              jnp.concatenate([Hbt.T, 0.5 * (Htt + Htt.T)], axis=1)], axis=0)
+
+        def q(zz):
+            pp = spec.to_params(zz, fixed)
+            th, _ = jax.flatten_util.ravel_pytree({key: v for key, v in pp.items() if key != lp.param})
+            return jnp.concatenate([pp[lp.param].astype(dtype), th.astype(dtype)])
+
+        J = jax.jacfwd(q)(z)
+        g = J.T @ gq
+        H = J.T @ Hq @ J + jax.hessian(lambda zz: jnp.vdot(jax.lax.stop_gradient(gq), q(zz)))(z)
+        return f, g, H
 
 
 def tolerances(opt, dtype, tol, ftol):
@@ -366,7 +630,12 @@ HVP_CHUNK = 128
 
 
 def dense_hessian(fn, z):
-    """The Hessian of scalar ``fn`` at ``z`` (forward over reverse), in column chunks for big k."""
+    """The Hessian of scalar ``fn`` at ``z`` (forward over reverse), in column chunks for big k.
+
+    A blocked objective (``_Blocked``) forms it in its own pass over the row blocks."""
+    vgh = getattr(fn, "value_grad_hessian", None)
+    if vgh is not None:
+        return vgh(z)[2]
     if z.shape[0] <= HVP_CHUNK:
         return jax.hessian(fn)(z)
     grad = jax.grad(fn)

@@ -17,8 +17,8 @@ import jax
 import jax.numpy as jnp
 from jax.scipy.special import gammaln, log_ndtr, ndtri
 
-from .. import _linalg
-from .._model import Model
+from .. import _linalg, _solve
+from .._model import LinearPredictor, Model
 from .._params import Positive
 from .._predict import check_cov_type
 
@@ -51,7 +51,22 @@ def _validator(k, keys=("X", "y"), optional=()):
 
 def _wls(X, w, z):
     """Weighted least squares (X'WX)^-1 X'Wz: NaN when X'WX is singular (the fit then
-    keeps the spec's start)."""
+    keeps the spec's start).
+
+    From ``_solve.BLOCK_MIN_ROWS`` rows on, X'WX and X'Wz are summed over row blocks
+    (``_solve.block_sum``), so no (n, k) temporary is formed beside X."""
+    n = X.shape[0]
+    if n >= _solve.BLOCK_MIN_ROWS:
+        data = {"X": X, "w": w, "z": z}
+
+        def block(b, valid):
+            Xw = b["X"] * jnp.where(valid, b["w"], 0.0)[:, None]
+            return Xw.T @ b["X"], Xw.T @ b["z"]
+
+        k = X.shape[1]
+        init = (jnp.zeros((k, k), X.dtype), jnp.zeros((k,), X.dtype))
+        A, c = _solve.block_sum(block, data, None, n, _solve.rows_per_block(list(data.values()), n), init)
+        return _linalg.cho_solve(_linalg.cholesky(A), c)
     Xw = X * w[:, None]
     return _linalg.cho_solve(_linalg.cholesky(Xw.T @ X), Xw.T @ z)
 
@@ -85,11 +100,25 @@ def _ols_start(d, mask):
     return {"beta": beta, "sigma": jnp.sqrt(jnp.sum(w * r * r) / jnp.sum(w))}
 
 
-def _ready(model, mean_fn, key="X"):
-    """Attach the mean function ``res.predict`` uses (see ``jaxmle._predict``)."""
+def _ready(model, mean_fn, key="X", row=None):
+    """Attach the mean function ``res.predict`` uses (see ``jaxmle._predict``) and, with
+    ``row(eta, params, data)`` (the log-likelihood terms given eta = X beta), the
+    declaration that the log-likelihood is a sum over rows of a function of X beta:
+    big fits then form the Hessian as a weighted Gram matrix (``jaxmle._solve``)."""
     model.mean_fn = mean_fn
     model.mean_key = key
+    if row is not None:
+        model.linear_predictor = LinearPredictor("X", "beta", row)
     return model
+
+
+def _linear_in_x(row):
+    """``loglik(p, d)`` = ``row(X beta, p, d)``: the declared row function is the model's own."""
+
+    def loglik(p, d):
+        return row(d["X"] @ p["beta"], p, d)
+
+    return loglik
 
 
 def linear(k: int, cov: str = "observed") -> Model:
@@ -108,43 +137,41 @@ def linear(k: int, cov: str = "observed") -> Model:
     _check_k(k)
     check_cov_type(cov)
 
-    def loglik(p, d):
-        return jax.scipy.stats.norm.logpdf(d["y"], d["X"] @ p["beta"], p["sigma"])
+    def row(eta, p, d):
+        return jax.scipy.stats.norm.logpdf(d["y"], eta, p["sigma"])
 
-    model = Model(loglik, {"beta": jnp.zeros(k), "sigma": Positive(1.0)}, name="linear", validate=_validator(k),
-                  start=_ols_start)
+    model = Model(_linear_in_x(row), {"beta": jnp.zeros(k), "sigma": Positive(1.0)}, name="linear",
+                  validate=_validator(k), start=_ols_start)
     # Not named ``residuals``: that would make method="auto" pick Levenberg-Marquardt.
     model.gn_residuals = lambda p, d: d["y"] - d["X"] @ p["beta"]
     model.sigma_name = "sigma"
     model.cov_type = cov
-    return _ready(model, lambda p, d: d["X"] @ p["beta"])
+    return _ready(model, lambda p, d: d["X"] @ p["beta"], row=row)
 
 
 def logistic(k: int) -> Model:
     """Logistic regression P(y=1) = sigmoid(X beta); params {"beta": (k,)}."""
     _check_k(k)
 
-    def loglik(p, d):
-        eta = d["X"] @ p["beta"]
+    def row(eta, p, d):
         return d["y"] * eta - jnp.logaddexp(0.0, eta)
 
     start = _glm_start(lambda y: (y + 0.5) / 2, jax.scipy.special.logit,
                        lambda eta: jax.nn.sigmoid(eta) * jax.nn.sigmoid(-eta), lambda mu: mu * (1 - mu))
-    model = Model(loglik, {"beta": jnp.zeros(k)}, name="logistic", validate=_validator(k), start=start)
-    return _ready(model, lambda p, d: jax.nn.sigmoid(d["X"] @ p["beta"]))
+    model = Model(_linear_in_x(row), {"beta": jnp.zeros(k)}, name="logistic", validate=_validator(k), start=start)
+    return _ready(model, lambda p, d: jax.nn.sigmoid(d["X"] @ p["beta"]), row=row)
 
 
 def probit(k: int) -> Model:
     """Probit regression P(y=1) = Phi(X beta); params {"beta": (k,)}."""
     _check_k(k)
 
-    def loglik(p, d):
-        eta = d["X"] @ p["beta"]
+    def row(eta, p, d):
         return d["y"] * log_ndtr(eta) + (1 - d["y"]) * log_ndtr(-eta)
 
     start = _glm_start(lambda y: (y + 0.5) / 2, ndtri, jax.scipy.stats.norm.pdf, lambda mu: mu * (1 - mu))
-    model = Model(loglik, {"beta": jnp.zeros(k)}, name="probit", validate=_validator(k), start=start)
-    return _ready(model, lambda p, d: jax.scipy.special.ndtr(d["X"] @ p["beta"]))
+    model = Model(_linear_in_x(row), {"beta": jnp.zeros(k)}, name="probit", validate=_validator(k), start=start)
+    return _ready(model, lambda p, d: jax.scipy.special.ndtr(d["X"] @ p["beta"]), row=row)
 
 
 def poisson(k: int) -> Model:
@@ -154,14 +181,14 @@ def poisson(k: int) -> Model:
     """
     _check_k(k)
 
-    def loglik(p, d):
-        eta = d["X"] @ p["beta"] + d.get("offset", 0.0)
+    def row(xb, p, d):
+        eta = xb + d.get("offset", 0.0)
         return d["y"] * eta - jnp.exp(eta) - gammaln(d["y"] + 1.0)
 
     start = _glm_start(lambda y: y + 0.1, jnp.log, jnp.exp, lambda mu: mu)
-    model = Model(loglik, {"beta": jnp.zeros(k)}, name="poisson",
+    model = Model(_linear_in_x(row), {"beta": jnp.zeros(k)}, name="poisson",
                   validate=_validator(k, optional=("offset",)), start=start)
-    return _ready(model, lambda p, d: jnp.exp(d["X"] @ p["beta"] + d.get("offset", 0.0)))
+    return _ready(model, lambda p, d: jnp.exp(d["X"] @ p["beta"] + d.get("offset", 0.0)), row=row)
 
 
 def softmax(k: int, n_classes: int) -> Model:

@@ -134,7 +134,14 @@ def failed_if(flag, code=Status.LINESEARCH_FAILED):
 
 
 def value_grad_hessian(objective, z, data):
-    """(f, grad, Hessian) in one forward-over-reverse pass (the gradient rides along)."""
+    """(f, grad, Hessian) in one forward-over-reverse pass (the gradient rides along).
+
+    An objective with a ``value_grad_hessian(z, data)`` method of its own (a big
+    in-memory fit summed over row blocks, ``jaxmle._solve._Blocked``) forms them there.
+    """
+    own = getattr(objective, "value_grad_hessian", None)
+    if own is not None:
+        return own(z, data)
 
     def grad_aux(zz):
         f, g = jax.value_and_grad(objective)(zz, data)
