@@ -27,7 +27,8 @@ CASES = {
     "demo stars, 10,000 (fit_batch)": "stars",
 }
 
-CHILD = r"""
+#: Builds ``call`` for the case named by argv[1] (shared with benchmarks/tiers.py).
+SETUP = r"""
 import json, sys, time, warnings
 import jax
 jax.config.update("jax_enable_x64", True)
@@ -58,6 +59,9 @@ else:
     data = data[0] if isinstance(data, tuple) else data
     m = star_model()
     call = lambda: jm.fit_batch(m, data, compact=False)
+"""
+
+CHILD = SETUP + r"""
 t = time.perf_counter(); jax.block_until_ready(call().params); first = time.perf_counter() - t
 warm = []
 for _ in range(repeats):
@@ -67,7 +71,9 @@ print(json.dumps({"first": first, "warm": min(warm)}))
 
 
 def run(case: str, options: bool, repeats: int) -> dict:
-    env = dict(os.environ, JAXMLE_CACHE_DIR="off", JAXMLE_COMPILER_OPTIONS="1" if options else "0")
+    # Compile tiers off: this measures the per-program options alone (tiers: tiers.py).
+    env = dict(os.environ, JAXMLE_CACHE_DIR="off", JAXMLE_COMPILER_OPTIONS="1" if options else "0",
+               JAXMLE_TIERS="0")
     env.pop("JAX_COMPILATION_CACHE_DIR", None)
     env.pop("XLA_FLAGS", None)
     here = os.path.dirname(os.path.abspath(__file__))

@@ -131,9 +131,12 @@ class BatchFitter:
         out, steps, extra = self.advance(sub, *sub_args, jnp.int32(threshold), jnp.int32(max_steps),
                                          jnp.int32(grace))
         compiled = _compile_clock[0] - before
-        if compiled > 0:
+        shapes = tuple(a.shape for a in jax.tree_util.tree_leaves((sub, *sub_args)))
+        if compiled > 0 and shapes not in self._shapes:
+            # A new bucket's compile (not a known one compiled again fully optimised:
+            # ``jaxmle._compile._Quick``) is what a smaller bucket would cost.
             self.compile_s = compiled
-        self._shapes.add(tuple(a.shape for a in jax.tree_util.tree_leaves((sub, *sub_args))))
+        self._shapes.add(shapes)
         if self.compact != "auto":
             return out, 0, 0
         steps, extra = int(steps), int(extra)

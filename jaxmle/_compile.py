@@ -8,7 +8,14 @@ Every program jaxmle compiles goes through ``jit`` here, which
   loop emitters (``xla_cpu_use_fusion_emitters=False``) compile a fit's program about
   twice as fast at equal run time (``benchmarks/compile_options.py``). The options go
   to each program, never through the global ``XLA_FLAGS``, and are dropped on a
-  jaxlib that does not know them (a one-off probe) or on other backends.
+  jaxlib that does not know them (a one-off probe) or on other backends;
+* compiles in two tiers on the CPU: a program's first compile skips LLVM's
+  optimisation (``QUICK_OPTIONS``: about half the compile, code up to ~3x slower), and
+  a program whose calls have taken ``PROMOTE_AFTER`` times that compile is compiled
+  again fully optimised (``_Quick``; ``benchmarks/tiers.py``). Most programs (a
+  single fit, a profile) run for milliseconds and never need more; a fit called in a
+  loop, or a big batch, gets the optimised code after a few calls. Arguments over
+  ``QUICK_MAX_BYTES`` compile fully optimised at once.
 
 ``fingerprint`` gives a key for a Python function by what it computes (its code,
 constants, defaults, closure values and the globals it reads), so a new
@@ -20,7 +27,8 @@ Environment:
         ``$XDG_CACHE_HOME/jaxmle/xla``, else ``~/.cache/jaxmle/xla``); ``0``, ``off``
         or ``none`` turns it off. A cache directory the user configured in JAX
         (``jax_compilation_cache_dir`` / ``JAX_COMPILATION_CACHE_DIR``) is left as is.
-    JAXMLE_COMPILER_OPTIONS: ``0``/``off`` compiles with XLA's defaults.
+    JAXMLE_COMPILER_OPTIONS: ``0``/``off`` compiles with XLA's defaults (no tiers).
+    JAXMLE_TIERS: ``0``/``off`` compiles every program fully optimised at once.
 
 Saved programs. JAX's cache still traces and lowers a program before it can look it
 up (0.3-0.7 s for a fit). A program whose model has a fingerprint (``model_key``) is
@@ -44,6 +52,7 @@ import re
 import sys
 import tempfile
 import threading
+import time
 import types
 from typing import Any, Callable
 
@@ -53,11 +62,25 @@ import numpy as np
 #: Per-program XLA:CPU options (measured in benchmarks/compile_options.py).
 CPU_OPTIONS = {"xla_cpu_use_fusion_emitters": False}
 
+#: Added for a program's first, quick compile on the CPU (no LLVM optimisation: about
+#: half the compile, up to ~2x the run time); see ``_Quick`` and benchmarks/tiers.py.
+QUICK_OPTIONS = {"xla_backend_optimization_level": 0}
+
+#: A quick program is compiled again with full optimisation once the time spent running
+#: it reaches this multiple of its own compile time (the ski-rental rule: pay for the
+#: slower compile when the slower runs have cost about as much).
+PROMOTE_AFTER = 2.0
+
+#: Arguments larger than this (bytes) compile with full optimisation at once: their
+#: first run is long enough that the quick program's slower code would cost more than
+#: the compile it saves.
+QUICK_MAX_BYTES = 32 * 2 ** 20
+
 #: The persistent cache's size limit when jaxmle sets it up (least recently used go first).
 CACHE_MAX_BYTES = 512 * 2 ** 20
 
 _OFF = ("0", "off", "false", "no", "none")
-_state: dict = {"cache": None, "options": None}
+_state: dict = {"cache": None, "options": None, "quick": None}
 
 
 def cache_dir() -> str | None:
@@ -119,6 +142,25 @@ def compiler_options() -> dict | None:
     return _state["options"] or None
 
 
+def quick_options() -> dict | None:
+    """The options added for a program's quick first compile, or None (no tiers).
+
+    Only on the CPU with jaxmle's options on, and where this jaxlib knows them (probed
+    once); ``JAXMLE_TIERS=0`` compiles every program fully optimised at once.
+    """
+    if _state["quick"] is None:
+        opts = {}
+        if compiler_options() is not None and os.environ.get("JAXMLE_TIERS", "").strip().lower() not in _OFF:
+            try:
+                jax.jit(lambda x: x + 1, compiler_options={**CPU_OPTIONS, **QUICK_OPTIONS}).lower(
+                    np.float32(0)).compile()
+                opts = dict(QUICK_OPTIONS)
+            except Exception:  # noqa: BLE001 - an XLA without the option
+                opts = {}
+        _state["quick"] = opts
+    return _state["quick"] or None
+
+
 def jit(fn: Callable | None = None, **kwargs) -> Callable:
     """``jax.jit`` with jaxmle's compiler options and the persistent cache turned on.
 
@@ -162,7 +204,7 @@ class _Program:
         leaves, tree = jax.tree_util.tree_flatten((args, kwargs))
         if any(isinstance(x, jax.core.Tracer) for x in leaves):
             return self._fn(*args, **kwargs)
-        if self._persist is None:
+        if self._persist is None and quick_options() is None:
             return self._jitted(*args, **kwargs)
         try:
             sig = (tree, tuple(_aval(x) for x in leaves))
@@ -170,12 +212,13 @@ class _Program:
             return self._jitted(*args, **kwargs)
         exe = self._executables.get(sig)
         if exe is None:
-            exe, loaded_from = _load_or_compile(self._jitted, args, kwargs, self._persist, sig)
+            quick = quick_options() is not None and _nbytes(leaves) <= QUICK_MAX_BYTES
+            exe, loaded_from = _load_or_compile(self._jitted, args, kwargs, self._persist, sig, quick)
             if loaded_from is not None:
                 # The first call of a loaded executable is checked: one that cannot run
                 # (a jaxlib that lost its functions) is deleted and compiled again.
                 try:
-                    out = exe(*args, **kwargs)
+                    out = exe.run(args, kwargs)[0] if isinstance(exe, _Quick) else exe(*args, **kwargs)
                     jax.block_until_ready(out)
                 except Exception:       # noqa: BLE001
                     _remove(loaded_from)
@@ -186,6 +229,11 @@ class _Program:
             self._executables[sig] = exe
         if exe is _NOT_SAVED:
             return self._jitted(*args, **kwargs)
+        if isinstance(exe, _Quick):
+            out, full = exe.run(args, kwargs)
+            if full is not None:
+                self._executables[sig] = full
+            return out
         return exe(*args, **kwargs)
 
     def _cache_size(self) -> int:
@@ -217,7 +265,7 @@ def lazy_jit(fn: Callable) -> Callable:
 
 #: Size limit of the saved executables (oldest first out).
 PROGRAMS_MAX_BYTES = 256 * 2 ** 20
-_FORMAT = 1
+_FORMAT = 2
 _NOT_SAVED = object()
 _lock = threading.Lock()
 
@@ -306,43 +354,116 @@ def _user_sources() -> str:
 _CUSTOM_CALL = re.compile(r"custom_call\s*@([\w.$-]+)")
 
 
-def _load_or_compile(jitted, args, kwargs, key: str, sig):
-    """(executable, the file it was loaded from or None): loaded from disk, else compiled
-    (and saved), or ``_NOT_SAVED`` for the plain jitted call."""
-    try:
-        path = _file_for(key, sig)
-    except Exception:       # noqa: BLE001
-        return _NOT_SAVED, None
-    exe = _load(path, sig)
-    if exe is not None:
-        return exe, path
-    lowered = jitted.lower(*args, **kwargs)
-    targets = set(_CUSTOM_CALL.findall(lowered.as_text()))
-    if any(not t.startswith("lapack_") for t in targets):
-        return lowered.compile(), None      # host callbacks, other custom calls: not saved
-    hits = []
+def _nbytes(leaves) -> int:
+    return sum(int(np.prod(np.shape(x))) * np.dtype(getattr(x, "dtype", np.float64)).itemsize for x in leaves)
 
-    def listen(event, **_):
-        if event == "/jax/compilation_cache/cache_hits":
-            hits.append(event)
+
+class _Quick:
+    """A program compiled quickly (``QUICK_OPTIONS``): its calls are timed, and once they
+    have taken ``PROMOTE_AFTER`` times its compile time it is compiled again with full
+    optimisation (saved in its place when the program is saved). Most programs run
+    briefly (a single fit, a profile, a summary's helpers) and never get there; a
+    program called again and again, or on data big enough for its speed to matter,
+    does. On a ``jaxlib`` whose XLA knows no such option there are no tiers."""
+
+    def __init__(self, exe, compile_s, jitted, lowered, key, sig, quick_path):
+        self.exe, self.compile_s = exe, compile_s
+        self.jitted, self.lowered, self.key, self.sig, self.quick_path = jitted, lowered, key, sig, quick_path
+        self.spent = 0.0
+
+    def run(self, args, kwargs):
+        """(outputs, the fully optimised executable or None while not promoted)."""
+        t = time.perf_counter()
+        out = self.exe(*args, **kwargs)
+        jax.block_until_ready(out)
+        self.spent += time.perf_counter() - t
+        if self.spent < PROMOTE_AFTER * self.compile_s:
+            return out, None
+        lowered = self.lowered if self.lowered is not None else self.jitted.lower(*args, **kwargs)
+        self.lowered = None
+        try:
+            full = _compile_saved(lowered, self.key, self.sig, quick=False)
+        except Exception:       # noqa: BLE001 - keep running the quick program
+            self.compile_s = float("inf")
+            return out, None
+        if self.quick_path is not None:
+            _remove(self.quick_path)
+        return out, full
+
+
+def _load_or_compile(jitted, args, kwargs, key: str | None, sig, quick: bool = False):
+    """(executable, the file it was loaded from or None): loaded from disk, else compiled
+    (and saved when ``key`` is given), or ``_NOT_SAVED`` for the plain jitted call. With
+    ``quick`` a program not found fully optimised on disk is a ``_Quick``."""
+    full_path = quick_path = None
+    if key is not None:
+        try:
+            full_path, quick_path = _file_for(key, sig), _file_for(key + ":quick", sig)
+        except Exception:       # noqa: BLE001
+            return _NOT_SAVED, None
+        entry = _load(full_path, sig)
+        if entry is not None:
+            return entry[0], full_path
+        if quick:
+            entry = _load(quick_path, sig)
+            if entry is not None:
+                return _Quick(entry[0], entry[1], jitted, None, key, sig, quick_path), quick_path
+    lowered = jitted.lower(*args, **kwargs)
+    if quick:
+        exe, seconds = _compile_saved(lowered, key, sig, quick=True, timed=True)
+        if exe is _NOT_SAVED:
+            return _NOT_SAVED, None
+        return _Quick(exe, seconds, jitted, lowered, key, sig, quick_path), None
+    return _compile_saved(lowered, key, sig, quick=False), None
+
+
+def _compile_saved(lowered, key: str | None, sig, quick: bool, timed: bool = False):
+    """Compile ``lowered`` (quickly or fully optimised); save it under ``key`` when
+    that is given and the program can be saved. With ``timed``: (executable, seconds
+    the compile took, or the original compile's when JAX's cache supplied it)."""
+    options = quick_options() if quick else None
+    targets = set(_CUSTOM_CALL.findall(lowered.as_text())) if key is not None else set()
+    savable = key is not None and all(t.startswith("lapack_") for t in targets)
+    events: dict = {}
+
+    def listen(event, duration=None, **_):
+        events[event] = events.get(event, 0.0) + (duration or 0.0)
+
+    def listen_event(event, **_):
+        listen(event)
 
     from jax._src import config as jax_config, monitoring
-    monitoring.register_event_listener(listen)
+    monitoring.register_event_listener(listen_event)
+    monitoring.register_event_duration_secs_listener(listen)
+    t = time.perf_counter()
     try:
-        # Not into JAX's cache as well: this file holds it. (An executable that JAX's
-        # cache loaded cannot be serialised again: jaxlib 0.10 loses its functions.)
-        with jax_config.persistent_cache_min_compile_time_secs(float("inf")):
-            compiled = lowered.compile()
+        if savable:
+            # Not into JAX's cache as well: the saved file holds it. (An executable that
+            # JAX's cache loaded cannot be serialised again: jaxlib 0.10 loses its functions.)
+            with jax_config.persistent_cache_min_compile_time_secs(float("inf")):
+                compiled = lowered.compile(options)
+        else:
+            compiled = lowered.compile(options)
     finally:
-        _unregister(monitoring, listen)
-    if not hits:
-        _save(path, compiled, bool(targets))
-    return compiled, None
+        _unregister(monitoring, listen_event)
+        _unregister(monitoring, listen, duration=True)
+    seconds = time.perf_counter() - t
+    if "/jax/compilation_cache/cache_hits" in events:
+        # Loaded from JAX's cache: what the compile had cost is what counts for promotion.
+        seconds = (events.get("/jax/compilation_cache/compile_time_saved_sec", 0.0)
+                   + events.get("/jax/compilation_cache/cache_retrieval_time_sec", 0.0)) or seconds
+    elif savable:
+        path = _file_for(key + (":quick" if quick else ""), sig)
+        _save(path, compiled, bool(targets), seconds)
+    return (compiled, seconds) if timed else compiled
 
 
-def _unregister(monitoring, listen):
+def _unregister(monitoring, listen, duration=False):
     try:
-        monitoring.unregister_event_listener(listen)
+        if duration:
+            monitoring.unregister_event_duration_listener(listen)
+        else:
+            monitoring.unregister_event_listener(listen)
     except Exception:       # noqa: BLE001 - an older JAX: leave it (it only appends)
         pass
 
@@ -372,15 +493,15 @@ def _load(path: str, sig):
         os.utime(path)      # recently used: evicted last
     except OSError:
         pass
-    return exe
+    return exe, float(entry.get("compile_s", 1.0))
 
 
-def _save(path: str, compiled, lapack: bool) -> None:
+def _save(path: str, compiled, lapack: bool, compile_s: float = 1.0) -> None:
     try:
         from jax.experimental import serialize_executable
         blob, in_tree, out_tree = serialize_executable.serialize(compiled)
         data = pickle.dumps({"format": _FORMAT, "blob": blob, "in_tree": in_tree, "out_tree": out_tree,
-                             "lapack": lapack})
+                             "lapack": lapack, "compile_s": compile_s})
         folder = os.path.dirname(path)
         os.makedirs(folder, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")

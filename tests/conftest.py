@@ -3,18 +3,11 @@ import os
 import shutil
 import tempfile
 
-# XLA compilation is about 80% of this suite's time (measured: 1,140 of 1,420 s on 2
-# cores), and the programs it compiles are small and run briefly. Two XLA:CPU options
-# cut compile time about 3x (a fit's program: 2.1 -> 0.6 s) and slow the compiled code
-# (1.4-1.7x on the 10,000-fit benchmarks): the older fusion emitters, and no LLVM
-# optimisation. Neither changes floating-point semantics (no fast math either way), and
-# both are on for subprocesses (examples, CLI) too. JAXMLE_TEST_XLA_DEFAULTS=1 runs the
-# suite with XLA's defaults, as users' programs compile. Set before jax starts a backend.
-_FAST_COMPILE = "--xla_cpu_use_fusion_emitters=false --xla_backend_optimization_level=0"
-if os.environ.get("JAXMLE_TEST_XLA_DEFAULTS") != "1":
-    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {_FAST_COMPILE}".strip()
-
-import jax  # noqa: E402
+# The suite compiles as users' programs do: jaxmle's per-program options, and its
+# compile tiers (a program's first compile skips LLVM's optimisation; one called often
+# enough is compiled again fully optimised: ``jaxmle._compile._Quick``). No test-only
+# XLA flags. Set before jax starts a backend.
+import jax
 
 # Inference checks need float64; jaxmle itself never flips this flag on import.
 jax.config.update("jax_enable_x64", True)

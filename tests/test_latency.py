@@ -313,3 +313,46 @@ def test_a_program_taking_a_typed_key_runs_unsaved(tmp_path, monkeypatch):
     a = prog(jax.random.key(0), np.zeros(3))
     b = jax.random.normal(jax.random.key(0), (3,))
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def _tiers_on():
+    return _compile.quick_options() is not None
+
+
+def test_a_program_starts_quick_and_is_optimised_once_its_runs_cost_its_compile(tmp_path, monkeypatch):
+    # Tiers: the first compile skips LLVM's optimisation (about half the compile); a
+    # program whose calls have taken PROMOTE_AFTER times that compile is compiled again
+    # fully optimised, and saved in the quick one's place. Results are the same.
+    if not _tiers_on():
+        pytest.skip("no compile tiers on this backend")
+    monkeypatch.setenv("JAXMLE_CACHE_DIR", str(tmp_path))
+    prog = _compile.jit(lambda x: jnp.cumsum(jnp.sin(x) ** 2)).persist_as(("test", "tiers"))
+    x = np.linspace(0.0, 3.0, 64)
+    want = np.cumsum(np.sin(x) ** 2)
+    np.testing.assert_allclose(np.asarray(prog(x)), want, rtol=1e-13)
+    (entry,) = prog._executables.values()
+    assert isinstance(entry, _compile._Quick)
+    saved = sorted(p.name for p in (tmp_path / "programs").glob("*.jaxexe"))
+    assert len(saved) == 1
+    entry.compile_s = 0.0          # as if its runs had already cost its compile
+    np.testing.assert_allclose(np.asarray(prog(x)), want, rtol=1e-13)
+    (entry,) = prog._executables.values()
+    assert not isinstance(entry, _compile._Quick)
+    np.testing.assert_allclose(np.asarray(prog(x)), want, rtol=1e-13)
+    now = sorted(p.name for p in (tmp_path / "programs").glob("*.jaxexe"))
+    assert len(now) == 1 and now != saved          # the optimised program replaced the quick one
+
+
+def test_big_arguments_and_the_off_switch_compile_fully_at_once(monkeypatch):
+    if not _tiers_on():
+        pytest.skip("no compile tiers on this backend")
+    prog = _compile.jit(lambda x: x * 2.0)
+    monkeypatch.setattr(_compile, "QUICK_MAX_BYTES", 100)
+    prog(np.ones(20))                                   # 160 bytes: compiled fully at once
+    prog(np.ones(10))                                   # 80 bytes: quick
+    kinds = [isinstance(e, _compile._Quick) for e in prog._executables.values()]
+    assert kinds == [False, True], kinds
+    monkeypatch.setitem(_compile._state, "quick", None)
+    monkeypatch.setenv("JAXMLE_TIERS", "0")
+    assert _compile.quick_options() is None
+    monkeypatch.setitem(_compile._state, "quick", None)
