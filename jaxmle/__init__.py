@@ -19,6 +19,7 @@ __version__ = "0.1.0"   # kept equal to pyproject.toml's [project] version
 # Public name -> (module relative to this package, attribute; None for the module itself).
 _LAZY = {
     "Model": ("._model", "Model"),
+    "LinearPredictor": ("._model", "LinearPredictor"),
     "Positive": ("._params", "Positive"),
     "Interval": ("._params", "Interval"),
     "Simplex": ("._params", "Simplex"),
@@ -50,6 +51,7 @@ _LAZY = {
 
 __all__ = [
     "Model",
+    "LinearPredictor",
     "Positive",
     "Interval",
     "Simplex",
