@@ -11,7 +11,7 @@ Every program jaxmle compiles goes through ``jit`` here, which
   jaxlib that does not know them (a one-off probe) or on other backends;
 * compiles in two tiers on the CPU: a program's first compile skips LLVM's
   optimisation (``QUICK_OPTIONS``: about half the compile, code up to ~3x slower), and
-  a program whose calls have taken ``PROMOTE_AFTER`` times that compile is compiled
+  a program whose calls have taken as long as that compile (``PROMOTE_AFTER``) is compiled
   again fully optimised (``_Quick``; ``benchmarks/tiers.py``). Most programs (a
   single fit, a profile) run for milliseconds and never need more; a fit called in a
   loop, or a big batch, gets the optimised code after a few calls. Arguments over
@@ -63,13 +63,14 @@ import numpy as np
 CPU_OPTIONS = {"xla_cpu_use_fusion_emitters": False}
 
 #: Added for a program's first, quick compile on the CPU (no LLVM optimisation: about
-#: half the compile, up to ~2x the run time); see ``_Quick`` and benchmarks/tiers.py.
+#: half the compile, up to ~3x the run time); see ``_Quick`` and benchmarks/tiers.py.
 QUICK_OPTIONS = {"xla_backend_optimization_level": 0}
 
 #: A quick program is compiled again with full optimisation once the time spent running
-#: it reaches this multiple of its own compile time (the ski-rental rule: pay for the
-#: slower compile when the slower runs have cost about as much).
-PROMOTE_AFTER = 2.0
+#: it reaches this multiple of its own compile time (a ski-rental rule: pay for the
+#: slower compile once the slower runs have cost about as much; measured on the demo, 2
+#: left its loop program quick for 6 calls of a 10-chunk batch, 1 promotes it on the 3rd).
+PROMOTE_AFTER = 1.0
 
 #: Arguments larger than this (bytes) compile with full optimisation at once: their
 #: first run is long enough that the quick program's slower code would cost more than
