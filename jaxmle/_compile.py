@@ -188,6 +188,12 @@ class _Program:
         self._fn, self._jitted = fn, jitted
         self._persist: str | None = None
         self._executables: dict = {}
+        # The code tier all of this program's argument signatures share: None (nothing
+        # compiled yet), "quick" or "full". One tier for all of them keeps a batch's
+        # buckets (``jaxmle._batch``) computing bit for bit what the full batch computes:
+        # once one signature is fully optimised (promoted, big, or loaded so), the others
+        # are too, at their next call.
+        self._tier: str | None = None
         functools.update_wrapper(self, fn)
 
     def persist_as(self, material) -> "_Program":
@@ -213,8 +219,12 @@ class _Program:
             return self._jitted(*args, **kwargs)
         exe = self._executables.get(sig)
         if exe is None:
-            quick = quick_options() is not None and _nbytes(leaves) <= QUICK_MAX_BYTES
+            quick = self._tier != "full" and quick_options() is not None and _nbytes(leaves) <= QUICK_MAX_BYTES
             exe, loaded_from = _load_or_compile(self._jitted, args, kwargs, self._persist, sig, quick)
+            if exe is not _NOT_SAVED:
+                self._tier = "quick" if isinstance(exe, _Quick) else "full"
+                if self._tier == "full":
+                    self._promote_all()
             if loaded_from is not None:
                 # The first call of a loaded executable is checked: one that cannot run
                 # (a jaxlib that lost its functions) is deleted and compiled again.
@@ -231,11 +241,21 @@ class _Program:
         if exe is _NOT_SAVED:
             return self._jitted(*args, **kwargs)
         if isinstance(exe, _Quick):
+            if self._tier == "full":        # another signature is fully optimised
+                full = exe.promote(args, kwargs)
+                if full is not None:
+                    self._executables[sig] = full
+                    return full(*args, **kwargs)
             out, full = exe.run(args, kwargs)
             if full is not None:
                 self._executables[sig] = full
+                self._promote_all()
             return out
         return exe(*args, **kwargs)
+
+    def _promote_all(self):
+        """From now on every signature runs fully optimised code (see ``_tier``)."""
+        self._tier = "full"
 
     def _cache_size(self) -> int:
         """Executables held for this program: jit's own and those saved or loaded here."""
@@ -380,16 +400,21 @@ class _Quick:
         self.spent += time.perf_counter() - t
         if self.spent < PROMOTE_AFTER * self.compile_s:
             return out, None
+        return out, self.promote(args, kwargs)
+
+    def promote(self, args, kwargs):
+        """The fully optimised executable (saved in the quick one's place), or None when
+        it cannot be compiled (the quick one keeps running)."""
         lowered = self.lowered if self.lowered is not None else self.jitted.lower(*args, **kwargs)
         self.lowered = None
         try:
             full = _compile_saved(lowered, self.key, self.sig, quick=False)
         except Exception:       # noqa: BLE001 - keep running the quick program
             self.compile_s = float("inf")
-            return out, None
+            return None
         if self.quick_path is not None:
             _remove(self.quick_path)
-        return out, full
+        return full
 
 
 def _load_or_compile(jitted, args, kwargs, key: str | None, sig, quick: bool = False):

@@ -346,12 +346,21 @@ def test_a_program_starts_quick_and_is_optimised_once_its_runs_cost_its_compile(
 def test_big_arguments_and_the_off_switch_compile_fully_at_once(monkeypatch):
     if not _tiers_on():
         pytest.skip("no compile tiers on this backend")
-    prog = _compile.jit(lambda x: x * 2.0)
     monkeypatch.setattr(_compile, "QUICK_MAX_BYTES", 100)
-    prog(np.ones(20))                                   # 160 bytes: compiled fully at once
-    prog(np.ones(10))                                   # 80 bytes: quick
-    kinds = [isinstance(e, _compile._Quick) for e in prog._executables.values()]
-    assert kinds == [False, True], kinds
+    small = _compile.jit(lambda x: x * 2.0)
+    small(np.ones(10))                                  # 80 bytes: quick
+    small(np.ones(11))                                  # 88 bytes: quick too
+    assert [isinstance(e, _compile._Quick) for e in small._executables.values()] == [True, True]
+    big = _compile.jit(lambda x: x * 3.0)
+    big(np.ones(20))                                    # 160 bytes: compiled fully at once
+    big(np.ones(10))                                    # then one tier for all: fully too
+    assert [isinstance(e, _compile._Quick) for e in big._executables.values()] == [False, False]
+    # One signature promoted: the program's other quick signatures follow at their next call
+    # (a batch's buckets compute bit for bit what the full batch computes).
+    next(iter(small._executables.values())).compile_s = 0.0
+    np.testing.assert_array_equal(np.asarray(small(np.ones(10))), 2.0)
+    np.testing.assert_array_equal(np.asarray(small(np.ones(11))), 2.0)
+    assert not any(isinstance(e, _compile._Quick) for e in small._executables.values())
     monkeypatch.setitem(_compile._state, "quick", None)
     monkeypatch.setenv("JAXMLE_TIERS", "0")
     assert _compile.quick_options() is None
