@@ -58,6 +58,7 @@ SCRIPTS: list[tuple[str, str, list[str]]] = [
     (r"big_data.*", "big_data.py", ENGINE + STREAM + REGRESSION),
     (r"chunk_memory.*", "chunk_memory.py", ENGINE + DEMO),
     (r"compile_options.*", "compile_options.py", ENGINE + DEMO),
+    (r"tiers.*", "tiers.py", ENGINE + DEMO),
     (r"coverage.*", "coverage.py", ENGINE + INFERENCE),
     (r"first_call.*", "first_call.py", ENGINE),
     (r"gpu.*", "gpu.py", ENGINE + DEMO + REGRESSION),

@@ -106,6 +106,7 @@ class BatchFitter:
             return jax.lax.while_loop(cond, step, (carry, zero, zero))
 
         self.advance = jit(advance)
+        self.advance.one_tier = True     # buckets run the full batch's code (bit-identical results)
         self._shapes: set = set()     # argument shapes the loop program was compiled for
         self.compile_s = 0.0          # how long compiling it took last time (measured)
         self.waste = 0.0              # straggler time spent in too-big buckets since then

@@ -188,11 +188,13 @@ class _Program:
         self._fn, self._jitted = fn, jitted
         self._persist: str | None = None
         self._executables: dict = {}
-        # The code tier all of this program's argument signatures share: None (nothing
-        # compiled yet), "quick" or "full". One tier for all of them keeps a batch's
-        # buckets (``jaxmle._batch``) computing bit for bit what the full batch computes:
-        # once one signature is fully optimised (promoted, big, or loaded so), the others
-        # are too, at their next call.
+        # With ``one_tier`` (a batch's loop program, ``jaxmle._batch``), all argument
+        # signatures share one code tier, so the buckets of stragglers compute bit for bit
+        # what the full batch computes: once one signature is fully optimised (promoted,
+        # big, or loaded so), the others are too, at their next call. Other programs tier
+        # each signature on its own (a helper promoted after many calls leaves new shapes
+        # their quick first compile).
+        self.one_tier = False
         self._tier: str | None = None
         functools.update_wrapper(self, fn)
 
@@ -221,10 +223,8 @@ class _Program:
         if exe is None:
             quick = self._tier != "full" and quick_options() is not None and _nbytes(leaves) <= QUICK_MAX_BYTES
             exe, loaded_from = _load_or_compile(self._jitted, args, kwargs, self._persist, sig, quick)
-            if exe is not _NOT_SAVED:
+            if exe is not _NOT_SAVED and self.one_tier and self._tier != "full":
                 self._tier = "quick" if isinstance(exe, _Quick) else "full"
-                if self._tier == "full":
-                    self._promote_all()
             if loaded_from is not None:
                 # The first call of a loaded executable is checked: one that cannot run
                 # (a jaxlib that lost its functions) is deleted and compiled again.
@@ -249,13 +249,10 @@ class _Program:
             out, full = exe.run(args, kwargs)
             if full is not None:
                 self._executables[sig] = full
-                self._promote_all()
+                if self.one_tier:
+                    self._tier = "full"
             return out
         return exe(*args, **kwargs)
-
-    def _promote_all(self):
-        """From now on every signature runs fully optimised code (see ``_tier``)."""
-        self._tier = "full"
 
     def _cache_size(self) -> int:
         """Executables held for this program: jit's own and those saved or loaded here."""

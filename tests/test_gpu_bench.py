@@ -23,7 +23,8 @@ import pytest
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "benchmarks" / "gpu.py"
 PROBLEMS = ["star", "gauss2d_poisson"]
-DTYPES = ["float32", "float64"]
+# float32 only: what a GPU runs; float64 is every other test file's dtype (halves this 50 s check).
+DTYPES = ["float32"]
 # median |est - truth| / median |truth| per parameter at --small (B = 1000, seed 0), measured
 # on the CPU: the larger of float32 and float64.
 MEDIAN_REL_ERR = {

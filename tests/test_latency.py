@@ -352,11 +352,13 @@ def test_big_arguments_and_the_off_switch_compile_fully_at_once(monkeypatch):
     small(np.ones(11))                                  # 88 bytes: quick too
     assert [isinstance(e, _compile._Quick) for e in small._executables.values()] == [True, True]
     big = _compile.jit(lambda x: x * 3.0)
+    big.one_tier = True                                 # as a batch's loop program
     big(np.ones(20))                                    # 160 bytes: compiled fully at once
     big(np.ones(10))                                    # then one tier for all: fully too
     assert [isinstance(e, _compile._Quick) for e in big._executables.values()] == [False, False]
     # One signature promoted: the program's other quick signatures follow at their next call
     # (a batch's buckets compute bit for bit what the full batch computes).
+    small.one_tier = True
     next(iter(small._executables.values())).compile_s = 0.0
     np.testing.assert_array_equal(np.asarray(small(np.ones(10))), 2.0)
     np.testing.assert_array_equal(np.asarray(small(np.ones(11))), 2.0)
