@@ -70,18 +70,23 @@ print(json.dumps({"first": first, "warm": min(warm)}))
 """
 
 
-def run(case: str, options: bool, repeats: int) -> dict:
-    # Compile tiers off: this measures the per-program options alone (tiers: tiers.py).
-    env = dict(os.environ, JAXMLE_CACHE_DIR="off", JAXMLE_COMPILER_OPTIONS="1" if options else "0",
-               JAXMLE_TIERS="0")
+def run_child(child: str, case: str, count: int, **env_vars: str) -> dict:
+    """Run ``child`` for ``case`` in a fresh process (no persistent cache, no XLA_FLAGS,
+    ``env_vars`` set); its last stdout line, as JSON. Shared with benchmarks/tiers.py."""
+    env = dict(os.environ, JAXMLE_CACHE_DIR="off", **env_vars)
     env.pop("JAX_COMPILATION_CACHE_DIR", None)
     env.pop("XLA_FLAGS", None)
     here = os.path.dirname(os.path.abspath(__file__))
-    out = subprocess.run([sys.executable, "-c", CHILD, case, str(repeats)], env=env, cwd=os.path.dirname(here),
+    out = subprocess.run([sys.executable, "-c", child, case, str(count)], env=env, cwd=os.path.dirname(here),
                          capture_output=True, text=True, timeout=900)
     if out.returncode:
         raise RuntimeError(out.stderr[-2000:])
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def run(case: str, options: bool, repeats: int) -> dict:
+    # Compile tiers off: this measures the per-program options alone (tiers: tiers.py).
+    return run_child(CHILD, case, repeats, JAXMLE_COMPILER_OPTIONS="1" if options else "0", JAXMLE_TIERS="0")
 
 
 def main():

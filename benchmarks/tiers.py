@@ -15,14 +15,12 @@ after the first (a promotion shows there).
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import subprocess
 import sys
 import tempfile
 
 from _common import print_table, write_json
-from compile_options import SETUP
+from compile_options import SETUP, run_child
 
 CASES = {
     "normal, 5 points (fit)": "normal",
@@ -47,15 +45,7 @@ print(json.dumps({"times": times, "compiled_in": compiled_in}))
 
 
 def run(case: str, tiers: bool, calls: int) -> dict:
-    env = dict(os.environ, JAXMLE_CACHE_DIR="off", JAXMLE_TIERS="1" if tiers else "0")
-    env.pop("JAX_COMPILATION_CACHE_DIR", None)
-    env.pop("XLA_FLAGS", None)
-    here = os.path.dirname(os.path.abspath(__file__))
-    out = subprocess.run([sys.executable, "-c", CHILD, case, str(calls)], env=env, cwd=os.path.dirname(here),
-                         capture_output=True, text=True, timeout=900)
-    if out.returncode:
-        raise RuntimeError(out.stderr[-2000:])
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return run_child(CHILD, case, calls, JAXMLE_TIERS="1" if tiers else "0")
 
 
 def main():
