@@ -78,10 +78,6 @@ SCRIPTS: list[tuple[str, str, list[str]]] = [
 # run; take a file off this list when it is regenerated (a listed file that has gained
 # a commit is an error, so the list cannot rot). Add nothing here without a reason.
 TO_REGENERATE: dict[str, str] = {
-    # Measured on a rented H200 before provenance existed; needs a GPU session
-    # (`python benchmarks/gpu.py`) to regenerate.
-    "gpu_cuda_h200.json": "GPU run predates provenance stamps; needs a GPU to regenerate",
-    "gpu_cuda_h200_star1e7.json": "GPU run predates provenance stamps; needs a GPU to regenerate",
     # Measured before provenance stamps; README says so next to each figure. Each needs a
     # quiet machine for its timings: rerun the script named, then drop the entry.
     "small_solves.json": "predates provenance stamps; its 'jaxmle _linalg eigh (Jacobi)' row was a chunked-LAPACK "
