@@ -41,10 +41,14 @@ SCRIPT = textwrap.dedent("""
         return m, {"X": jnp.asarray(X), "y": jnp.asarray(y)}
 
     def same(res, ref):
-        np.testing.assert_array_equal(np.asarray(res.status), np.asarray(ref.status))
+        # Converged fits agree; a fit running off to infinity (a separable dataset) stops
+        # wherever its rounding takes it, which a different batch split may change.
+        ok = np.asarray(ref.status) == 0
+        assert ok.mean() > 0.9
+        np.testing.assert_array_equal(np.asarray(res.status)[ok], 0)
         for a, b in zip(jax.tree.leaves(res.params), jax.tree.leaves(ref.params)):
-            np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-9, atol=1e-12)
-        np.testing.assert_allclose(np.asarray(res.cov), np.asarray(ref.cov), rtol=1e-7, atol=1e-14)
+            np.testing.assert_allclose(np.asarray(a)[ok], np.asarray(b)[ok], rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(np.asarray(res.cov)[ok], np.asarray(ref.cov)[ok], rtol=1e-7, atol=1e-14)
 
     one = jax.sharding.Mesh(np.array(jax.devices()[:1]), ("batch",))
     cases = [c for c in sys.argv[1:] if not c.startswith("--")]
@@ -54,7 +58,7 @@ SCRIPT = textwrap.dedent("""
             m = star_model()            # (batches over HOST_INVERT_MAX = 16,384 invert by LAPACK)
             data, _ = star_catalogue(0, 40_000, 16)
         elif case == "logistic":     # k = 20: LAPACK (chunked) for every factorisation
-            m, data = logistic(600, 40, 20)
+            m, data = logistic(600, 160, 20)   # n = 8k: few separable datasets
         if case in ("stars", "logistic"):
             ref = jm.fit_batch(m, data, mesh=one)
             for _ in range(2):
