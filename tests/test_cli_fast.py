@@ -28,10 +28,16 @@ for argv in (["--version"], ["--help"], ["fit", "--help"], ["demo", "--help"], [
         except SystemExit as e:
             assert e.code == 0, (argv, e.code)
     outputs[" ".join(argv)] = buf.getvalue()
+# Bad input to ``jaxmle fit`` is answered before JAX is imported.
+errors = {}
+for argv in (["fit", "normal", "missing.csv", "--column", "ms"], ["fit", "gauss", "missing.csv", "--column", "ms"]):
+    buf = io.StringIO()
+    with contextlib.redirect_stderr(buf):
+        errors[" ".join(argv)] = [cli.main(argv), buf.getvalue()]
 loaded = sorted(m for m in sys.modules if m == "jax" or m.startswith(("jax.", "jaxlib")))
 ours = sorted(m for m in sys.modules if m.startswith("jaxmle.") and m != "jaxmle.cli")
 import jaxmle.optimizers
-print(json.dumps({"jax": loaded, "ours": ours, "outputs": outputs,
+print(json.dumps({"jax": loaded, "ours": ours, "outputs": outputs, "errors": errors,
                   "general_methods": jaxmle.optimizers.general_methods()}))
 """
 
@@ -50,6 +56,18 @@ def test_version_and_help_import_no_jax(probe):
     assert "fit" in probe["outputs"]["--help"] and "demo" in probe["outputs"]["--help"]
     assert "--column" in probe["outputs"]["fit --help"]
     assert "lbfgs" in probe["outputs"]["demo --help"]       # the method choices are listed
+
+
+def test_fit_input_errors_import_no_jax(probe):
+    (code, err), (code2, err2) = probe["errors"].values()
+    assert code == code2 == 2
+    assert "cannot read missing.csv" in err and "unknown distribution 'gauss'" in err2
+
+
+def test_static_distribution_list_matches_the_registry():
+    from jaxmle import cli, distributions
+
+    assert sorted(cli.DISTRIBUTION_NAMES) == sorted(distributions.DISTRIBUTIONS)
 
 
 def test_static_method_list_matches_the_registry(probe):
