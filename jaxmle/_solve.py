@@ -16,8 +16,12 @@ has converged when
 * m <= gtol * s, with s = fs for max|g| and s = sqrt(fs) for the decrement (whose
   square is in units of f), or
 * an accepted step changed f by at most ftol * fs and either m <= 10 * gtol * s
-  or the predicted decrease m^2 / 2 is at most ftol * fs (no step can improve f
-  beyond its rounding: the optimum to working precision).
+  or the predicted decrease m^2 / 2 is at most ftol * |f| (no step can improve f
+  beyond its rounding: the optimum to working precision). That floor is relative
+  to |f| itself, not fs: a small f (a residual sum of squares near zero) rounds
+  far below one ulp of 1, and an absolute floor would call any f of about 1e-8
+  on a slowly falling valley an optimum. Only where f and m^2 / 2 are both at
+  most ftol (f is zero to one ulp of 1) is the absolute unit the floor.
 
 A step that finds no improvement ends the fit as CONVERGED when one of those
 floor tests holds or the Newton step is below 100 sqrt(eps) relative to every
@@ -409,7 +413,7 @@ class _Measure(NamedTuple):
     scale: jax.Array      # what tolerances on m multiply: sqrt(fs) for the decrement, fs for max|g|
     gmax: jax.Array       # max|g|, for traces and reports
     fs: jax.Array         # max(1, |f|)
-    precise: jax.Array    # predicted decrease m^2/2 within ftol * fs (needs a Hessian)
+    precise: jax.Array    # predicted decrease m^2/2 within ftol * |f| (needs a Hessian)
     close: jax.Array      # Newton step below XTOL relative to z in every coordinate
     finite: jax.Array
 
@@ -435,7 +439,15 @@ def _measure(opt, state, ftol) -> _Measure:
     known = jnp.isfinite(dec2) & (dec2 >= 0)
     m = jnp.where(known, jnp.sqrt(jnp.where(known, dec2, 0.0)), gmax)
     scale = jnp.where(known, jnp.sqrt(fs), fs)
-    return _Measure(m, scale, gmax, fs, known & (0.5 * dec2 <= ftol * fs), close, finite)
+    # The floor: the predicted decrease is below the rounding of f itself, which is at
+    # least ftol * |f|. The absolute unit in fs is only an assumption about the size of
+    # the terms summed, and it fails for a small f that is not a cancellation (a
+    # residual sum of squares of 1e-9 still falling along a valley: f resolves changes
+    # far below one ulp of 1). It is used only when f itself is zero to that unit
+    # (|f| <= ftol), where |f| says nothing about the terms' rounding.
+    pred, af = 0.5 * dec2, jnp.abs(state.f)
+    precise = known & ((pred <= ftol * af) | (jnp.maximum(pred, af) <= ftol))
+    return _Measure(m, scale, gmax, fs, precise, close, finite)
 
 
 def _record(buf, i, state, gs):

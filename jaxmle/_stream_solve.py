@@ -134,6 +134,10 @@ def _newton_start(ev: Streamed, opt, start, z0):
     dz = float(np.linalg.norm(D * np.asarray(z0)))
     radius = opt.initial_radius * (dz if dz > 0 else 1.0)
     st = newton_state(z0, f, g, H, jnp.asarray(radius, z0.dtype), jnp.asarray(D, z0.dtype))
+    # As Newton.init: from a positive definite start, at least the full Newton step.
+    pn = float(np.linalg.norm(D * np.asarray(st.newton)))
+    if np.isfinite(pn) and pn > radius:
+        st = st._replace(radius=jnp.asarray(pn, z0.dtype))
     return start(st, _opt.info(1, 1, 1))
 
 

@@ -161,12 +161,14 @@ def test_trust_region_hard_case():
     assert float(g @ p + 0.5 * p @ H @ p) < -1.0
 
 
-def test_lanczos1_from_nist_start2_merges_two_exponentials_and_says_not_converged():
-    # NIST StRD Lanczos1 (certified RSS 1.4e-25) from start 2: Newton reaches the point
-    # where two of the three exponentials share one rate (b2 = b4), a degenerate
+def test_lanczos1_from_nist_start2_certified_values_or_says_not_converged():
+    # NIST StRD Lanczos1 (certified RSS 1.4e-25) from start 2. A fit can be drawn to the
+    # point where two of the three exponentials share one rate (b2 = b4), a degenerate
     # stationary point with a singular information matrix, 19 orders of magnitude above
-    # the certified RSS. The status must not claim convergence, and its message must not
-    # call the point an optimum. (From start 1 the certified values are reached.)
+    # the certified RSS. Whether it is depends on the first trust radius (the 100 x ||D z0||
+    # of an earlier default was; 0.1 x is not). Either outcome is acceptable; a
+    # convergence claim away from the certified values is not: there the status must
+    # not be CONVERGED and its message must not call the point an optimum.
     import sys
     from pathlib import Path
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
@@ -175,9 +177,13 @@ def test_lanczos1_from_nist_start2_merges_two_exponentials_and_says_not_converge
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         res = jm.fit(p.model, p.data, init=p.starts[1][1])
-    b = np.asarray(res.z)[:-1]
-    rss = float(np.sum(np.asarray(p.residuals(jnp.asarray(b), p.data)) ** 2))
-    assert rss > 1e10 * p.certified_rss
+    # Smallest log relative error against the certified values or their relabelling
+    # (the exponentials are interchangeable).
+    est = {k: float(res.params[k]) for k in p.certified}
+    lre = max(min(-np.log10(max(abs(est[k] - v) / abs(v), 1e-16)) for k, v in c.items())
+              for c in [p.certified, *p.equivalents])
+    if lre >= 6:
+        return
     assert res.status != jm.Status.CONVERGED
     assert "optimum found" not in jm.status_message(res.status)
     text = " ".join(str(w.message) for w in caught)
