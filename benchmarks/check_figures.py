@@ -82,7 +82,6 @@ TO_REGENERATE: dict[str, str] = {
     # quiet machine for its timings: rerun the script named, then drop the entry.
     "small_solves.json": "predates provenance stamps; its 'jaxmle _linalg eigh (Jacobi)' row was a chunked-LAPACK "
                          "timing (the script's label is fixed): rerun small_solves.py",
-    "coverage.json": "predates provenance stamps; coverage figures are seeded, timings are not: rerun coverage.py",
     "chunk_memory.json": "predates provenance stamps (commit 5bad1b0 era); rerun chunk_memory.py",
     "scaling.json": "predates provenance stamps (commit 5bad1b0 era); rerun scaling.py",
 }
