@@ -80,8 +80,6 @@ SCRIPTS: list[tuple[str, str, list[str]]] = [
 TO_REGENERATE: dict[str, str] = {
     # Measured before provenance stamps; README says so next to each figure. Each needs a
     # quiet machine for its timings: rerun the script named, then drop the entry.
-    "small_solves.json": "predates provenance stamps; its 'jaxmle _linalg eigh (Jacobi)' row was a chunked-LAPACK "
-                         "timing (the script's label is fixed): rerun small_solves.py",
     "chunk_memory.json": "predates provenance stamps (commit 5bad1b0 era); rerun chunk_memory.py",
     "scaling.json": "predates provenance stamps (commit 5bad1b0 era); rerun scaling.py",
 }
