@@ -78,10 +78,8 @@ SCRIPTS: list[tuple[str, str, list[str]]] = [
 # run; take a file off this list when it is regenerated (a listed file that has gained
 # a commit is an error, so the list cannot rot). Add nothing here without a reason.
 TO_REGENERATE: dict[str, str] = {
-    # Measured before provenance stamps; README says so next to each figure. Each needs a
-    # quiet machine for its timings: rerun the script named, then drop the entry.
-    "chunk_memory.json": "predates provenance stamps (commit 5bad1b0 era); rerun chunk_memory.py",
-    "scaling.json": "predates provenance stamps (commit 5bad1b0 era); rerun scaling.py",
+    # Empty: every result README quotes says which commit it measures. A file measured
+    # before provenance stamps would be listed here, with the script that regenerates it.
 }
 
 _PATH_REF = re.compile(r"benchmarks/results/([\w.+-]+\.json)")
