@@ -122,14 +122,13 @@ def test_unknown_interval_method():
 # -- batched profile intervals: work, stragglers, progress ----------------------------
 
 def _censored_weibull(degenerate):
-    """Eight right-censored Weibull datasets; optionally two that cannot be profiled."""
+    """Eight right-censored Weibull datasets; optionally one that cannot be profiled."""
     rng = np.random.default_rng(1)
     t = rng.weibull(1.5, (8, 30)) * 2.0
     c = rng.exponential(3.0, (8, 30))
     ev = (t <= c).astype(float)
     if degenerate:
-        ev[0] = 0.0        # no events: the likelihood runs off to infinity
-        ev[1, 1:] = 0.0    # one event
+        ev[1, 1:] = 0.0    # one event: the fit runs off, its standard errors are NaN
     return {"t": jnp.asarray(np.minimum(t, c)), "event": jnp.asarray(ev)}
 
 
@@ -166,9 +165,32 @@ def test_batched_profile_work_is_a_few_fits_and_ignores_unidentified_datasets():
             ci = batch.conf_int(0.95, method="profile")
         work[degenerate] = (fit_work, calls["n"])
         assert np.isfinite(ci["shape"][2:]).all() and np.isfinite(ci["scale"][2:]).all()
+        if degenerate:
+            assert not np.isfinite(np.asarray(batch.stderr["shape"])[1])
+            assert np.isnan(ci["shape"][1]).all()
     fit_work, profile_work = work[False]
     assert profile_work <= 8 * fit_work, work
     assert work[True][1] <= 1.5 * profile_work, work
+
+
+def test_a_fit_running_off_with_finite_errors_gets_a_one_sided_interval():
+    # No events at all: the likelihood rises as the scale runs off to infinity. Newton
+    # (first trust radius 0.1 ||D z0||) stops AT_BOUNDARY at a finite point whose
+    # standard errors are finite but meaningless; its profile interval is searched (a
+    # real cost, several fits' worth) and is unbounded on the side it ran off to.
+    rng = np.random.default_rng(1)
+    t = np.minimum(rng.weibull(1.5, 30) * 2.0, rng.exponential(3.0, 30))
+    model, _ = _counting_weibull()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = jm.fit(model, {"t": jnp.asarray(t), "event": jnp.zeros(30)})
+        ci = res.conf_int(0.95, method="profile")
+    assert res.status == jm.Status.AT_BOUNDARY
+    lo, hi = ci["shape"]
+    assert 0 < lo < float(res.params["shape"])
+    # Unbounded above: the batched search reports inf, a single fit's search stops at the
+    # largest float it reached (about 3e307).
+    assert not np.isfinite(hi) or hi > 1e300
 
 
 
