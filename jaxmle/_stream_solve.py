@@ -25,7 +25,8 @@ from ._chunks import Streamed
 from ._solve import loop_body, loop_start
 from ._status import RUNNING
 from .optimizers._base import descent_direction, failed_if
-from .optimizers.newton import boundary_step, dogleg_step, judge_trial, newton_direction, scaled_problem
+from .optimizers.newton import (boundary_step, dogleg_step, judge_trial, newton_direction, scaled_problem,
+                                start_state)
 from .optimizers.newton import newton_state as make_newton_state
 
 
@@ -129,15 +130,7 @@ def _backtrack(trial, f0: float, slope: float, max_trials: int):
 def _newton_start(ev: Streamed, opt, start, z0):
     """``Newton.init``: the first pass, the scaling D and the initial trust radius."""
     f, g, H = ev.value_grad_hessian(z0)
-    D = np.sqrt(np.abs(np.diagonal(np.asarray(H))))
-    D = np.where((D > 0) & np.isfinite(D), D, 1.0)
-    dz = float(np.linalg.norm(D * np.asarray(z0)))
-    radius = opt.initial_radius * (dz if dz > 0 else 1.0)
-    st = newton_state(z0, f, g, H, jnp.asarray(radius, z0.dtype), jnp.asarray(D, z0.dtype))
-    # As Newton.init: from a positive definite start, at least the full Newton step.
-    pn = float(np.linalg.norm(D * np.asarray(st.newton)))
-    if np.isfinite(pn) and pn > radius:
-        st = st._replace(radius=jnp.asarray(pn, z0.dtype))
+    st = start_state(z0, f, g, H, _linalg.cholesky(H), opt.initial_radius)
     return start(st, _opt.info(1, 1, 1))
 
 

@@ -47,6 +47,21 @@ def newton_state(z, f, g, H, chol, radius, D) -> NewtonState:
     return NewtonState(z, f, g, H, chol, radius, D, jnp.where(ok, step, jnp.nan))
 
 
+def start_state(z0, f, g, H, chol, initial_radius) -> NewtonState:
+    """The state at the start: the scaling D = sqrt|diag H| (1 where that is 0 or not
+    finite) and the first trust radius, ``initial_radius`` ||D z0|| (``initial_radius``
+    itself at z0 = 0) but at least the scaled Newton step where H is positive definite:
+    a well-behaved fit loses no iterations to a small radius, which holds back the first
+    steps from an indefinite start only. Shared by ``Newton.init`` and the chunked fit."""
+    D = jnp.sqrt(jnp.abs(jnp.diagonal(H)))
+    D = jnp.where((D > 0) & jnp.isfinite(D), D, 1.0)
+    dz = jnp.linalg.norm(D * z0)
+    radius = initial_radius * jnp.where(dz > 0, dz, 1.0)
+    state = newton_state(z0, f, g, H, chol, radius, D)
+    pn = jnp.linalg.norm(D * state.newton)
+    return state._replace(radius=jnp.where(jnp.isfinite(pn), jnp.maximum(radius, pn), radius))
+
+
 _cholesky = _linalg.cholesky
 
 
@@ -237,17 +252,7 @@ class Newton(Optimizer):
 
     def init(self, objective, z0, data) -> tuple[NewtonState, StepInfo]:
         f, g, H = value_grad_hessian(objective, z0, data)
-        D = jnp.sqrt(jnp.abs(jnp.diagonal(H)))
-        D = jnp.where((D > 0) & jnp.isfinite(D), D, 1.0)
-        dz = jnp.linalg.norm(D * z0)
-        radius = self.initial_radius * jnp.where(dz > 0, dz, 1.0)
-        state = newton_state(z0, f, g, H, _cholesky(H), radius, D)
-        # From a start where the Hessian is positive definite the first trial is the full
-        # Newton step (a well-behaved fit loses no iterations to a small radius); the
-        # small radius holds back the first steps from an indefinite start only.
-        pn = jnp.linalg.norm(D * state.newton)
-        radius = jnp.where(jnp.isfinite(pn), jnp.maximum(radius, pn), radius)
-        return state._replace(radius=radius), info(1, 1, 1)
+        return start_state(z0, f, g, H, _cholesky(H), self.initial_radius), info(1, 1, 1)
 
     def newton_step(self, state: NewtonState):
         return -state.newton
