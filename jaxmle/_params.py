@@ -164,7 +164,15 @@ class ParamSpec:
             if not isinstance(init, dict):
                 raise TypeError("init must be a dict with (some of) the spec's parameter names")
             for i, value in self.named_leaves(lists_to_arrays(init), "init"):
-                leaves[i] = np.asarray(value, dtype=float)
+                try:
+                    if np.iscomplexobj(value):
+                        raise TypeError
+                    leaves[i] = np.asarray(value, dtype=float)
+                except (TypeError, ValueError):
+                    raise TypeError(
+                        f"parameter {self.leaf_names[i]!r}: the initial value {value!r} is not numeric; "
+                        "give a number or an array"
+                    ) from None
                 given[i] = True
         out = []
         for i, (name, con, shape, value) in enumerate(zip(self.leaf_names, self.constraints, self.shapes, leaves)):

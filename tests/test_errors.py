@@ -201,3 +201,14 @@ def test_zero_one_masks_of_any_real_dtype_still_work():
         np.testing.assert_allclose(float(res.params["mu"]), float(ref.params["mu"]), rtol=1e-12)
     # The closed form over the kept observations.
     np.testing.assert_allclose(float(ref.params["mu"]), np.mean([1.0, 3.0, 4.0]), rtol=1e-8)
+
+
+def test_non_numeric_start_values_name_the_parameter():
+    # In the spec and in init= alike (the fuzz harness found init={"mu": ""} reaching
+    # NumPy's "could not convert string to float").
+    with pytest.raises(TypeError, match="parameter 'mu': the initial value 'a' is not numeric"):
+        jm.Model(lambda p, x: -(x - p["mu"]) ** 2, {"mu": "a"})
+    m = jm.Model(lambda p, x: -(x - p["mu"]) ** 2, {"mu": 0.0})
+    for bad in ("", "x", np.array(1j)):
+        with pytest.raises(TypeError, match="parameter 'mu': the initial value .* is not numeric"):
+            jm.fit(m, np.array([1.0, 2.0]), init={"mu": bad})
