@@ -138,7 +138,11 @@ def _newton_tr(ev: Streamed, opt, start, body, z0):
     """``Newton``'s trust-region iteration, every evaluation a pass over the chunks.
 
     The same trial steps, acceptance test and radius updates as the in-memory
-    method, so both take the same steps (to the rounding of the sums).
+    method, so both take the same steps (to the rounding of the sums). Where the
+    in-memory step evaluates value, gradient and Hessian at every trial (one copy of
+    the derivatives in its program), a retried trial here costs a value alone and the
+    full pass is redone at the accepted point: a pass over the chunks is dear, and
+    nothing is compiled per trial.
     """
     carry = _newton_start(ev, opt, start, z0)
     while int(carry.status) == RUNNING:

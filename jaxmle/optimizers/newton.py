@@ -276,41 +276,34 @@ class Newton(Optimizer):
             ps = trust_region_step(Hs, gs, p_newton, newton_ok, radius)
             return ps / D, jnp.linalg.norm(ps)
 
-        p, pn = trial_step(state.radius)
-        f1, g1, H1 = value_grad_hessian(objective, z0 + p, data)
-
-        def judge(p, pn, f_new, radius):
-            return judge_trial(f0, g0, H, p, pn, f_new, radius, slack)
-
-        ok, hopeless, radius = judge(p, pn, f1, state.radius)
-
+        # Trial steps until one is accepted, each with the full (f, gradient, Hessian)
+        # pass the next step needs: an accepted first trial (the common case) costs
+        # that one pass, and the pass appears once in the compiled program (a separate
+        # value-only retry and a pass redone at the accepted point would each be
+        # another copy of the objective's derivatives to trace and compile). A rejected
+        # trial costs a pass instead of a value: one retry costs what value + redone
+        # pass did.
         def pending(c):
-            return (~c[0]) & (~c[1]) & (c[2] < self.max_trials) & active
+            ok, hopeless, k = c[:3]
+            return (~ok) & (~hopeless) & (k < self.max_trials) & (active | (k == 0))
 
-        def retry(c):
-            _, _, k, radius, _, _ = c
+        def attempt(c):
+            _, _, k, radius = c[:4]
             p, pn = trial_step(radius)
-            f_new = objective(z0 + p, data)
-            ok, hopeless, radius = judge(p, pn, f_new, radius)
-            return ok, hopeless, k + 1, radius, p, f_new
+            f_new, g_new, H_new = value_grad_hessian(objective, z0 + p, data)
+            ok, hopeless, radius = judge_trial(f0, g0, H, p, pn, f_new, radius, slack)
+            return ok, hopeless, k + 1, radius, p, f_new, g_new, H_new
 
-        ok, _, k, radius, p, f_new = lane_while(
-            pending, retry, (ok, hopeless, jnp.ones((), jnp.int32), radius, p, f1))
+        no = jnp.zeros((), bool)
+        ok, _, k, radius, p, f, g, Hn = lane_while(
+            pending, attempt, (no, no, jnp.zeros((), jnp.int32), state.radius, jnp.zeros_like(z0), f0, g0, H))
         z = jnp.where(ok, z0 + p, z0)
-        redo = ok & (k > 1) & active
-
-        def again(c):
-            return (jnp.zeros((), bool), c[1]) + value_grad_hessian(objective, jnp.where(c[0], c[1], z0), data)
-
-        _, _, f, g, Hn = lane_while(lambda c: c[0], again, (redo, z, f1, g1, H1))
         f, g, Hn = (jnp.where(ok, a, b) for a, b in ((f, f0), (g, g0), (Hn, H)))
         chol = jnp.where(ok, _cholesky(Hn), state.chol)
         diag = jnp.sqrt(jnp.abs(jnp.diagonal(Hn)))
         D = jnp.maximum(D, jnp.where(jnp.isfinite(diag), diag, 0.0))
-        extra = redo.astype(jnp.int32)
-        # The first trial came with the full pass; each retry cost one objective value.
         new = newton_state(z, f, g, Hn, chol, radius, D)
-        return new, info(k + extra, 1 + extra, 1 + extra, failed_if(~ok))
+        return new, info(k, k, k, failed_if(~ok))
 
     def _line_search_step(self, objective, state, data, active):
         z0, g0 = state.z, state.grad
