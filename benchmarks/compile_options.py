@@ -6,6 +6,11 @@ settings (``JAXMLE_COMPILER_OPTIONS=0`` gives XLA's defaults): the first call
 calls (the compiled program's run time). The options are adopted only where the
 warm time is equal within noise.
 
+Second table: the quick tier's extra options (``QUICK_OPTIONS`` after its first entry,
+the optimisation level), with compile tiers on as users get them, against the quick
+tier without them: the first call, XLA's backend compile seconds in it (JAX's
+compile events), and whether the fitted parameters are bit for bit the same.
+
     python benchmarks/compile_options.py [--rounds 2] [--repeats 5] [--json PATH]
 """
 
@@ -19,6 +24,8 @@ import sys
 import tempfile
 
 from _common import print_table, write_json
+
+from jaxmle import _compile
 
 CASES = {
     "normal, 5 points (fit)": "normal",
@@ -70,6 +77,23 @@ print(json.dumps({"first": first, "warm": min(warm)}))
 """
 
 
+CHILD_QUICK = r"""
+import os, sys
+from jaxmle import _compile
+if os.environ.get("QUICK_EXTRAS") == "0":
+    for name in list(_compile.QUICK_OPTIONS)[1:]:
+        _compile.QUICK_OPTIONS.pop(name)
+from jax._src import monitoring
+compile_s = []
+monitoring.register_event_duration_secs_listener(
+    lambda event, duration, **kw: compile_s.append(duration) if event.endswith("backend_compile_duration") else None)
+""" + SETUP + r"""
+t = time.perf_counter(); res = call(); jax.block_until_ready(res.params); first = time.perf_counter() - t
+params = np.concatenate([np.ravel(np.asarray(v)) for v in jax.tree_util.tree_leaves(res.params)])
+print(json.dumps({"first": first, "compile": sum(compile_s), "params": params.tobytes().hex()}))
+"""
+
+
 def run_child(child: str, case: str, count: int, **env_vars: str) -> dict:
     """Run ``child`` for ``case`` in a fresh process (no persistent cache, no XLA_FLAGS,
     ``env_vars`` set); its last stdout line, as JSON. Shared with benchmarks/tiers.py."""
@@ -114,8 +138,27 @@ def main():
     cols = ["case", "first s, options", "first s, defaults", "first ratio", "warm s, options",
             "warm s, defaults", "warm ratio"]
     print_table(rows, cols)
-    write_json(args.json, {"options": __import__("jaxmle._compile", fromlist=["x"]).CPU_OPTIONS,
-                           "rounds": args.rounds, "repeats": args.repeats, "rows": rows})
+    quick_rows = []
+    for label, case in CASES.items():
+        if case not in args.cases:
+            continue
+        got = {True: [], False: []}
+        for _ in range(args.rounds):
+            for extras in (True, False):
+                got[extras].append(run_child(CHILD_QUICK, case, 0, QUICK_EXTRAS="1" if extras else "0"))
+        best = {e: {k: min(r[k] for r in got[e]) for k in ("first", "compile")} for e in got}
+        quick_rows.append({"case": label,
+                           "first s, extras": best[True]["first"], "first s, without": best[False]["first"],
+                           "first ratio": best[True]["first"] / best[False]["first"],
+                           "compile s, extras": best[True]["compile"], "compile s, without": best[False]["compile"],
+                           "compile ratio": best[True]["compile"] / best[False]["compile"],
+                           "same params": len({r["params"] for r in got[True] + got[False]}) == 1})
+        print(f"{label} (quick tier): done", file=sys.stderr)
+    print("\nquick tier's extra options:", {k: v for k, v in list(_compile.QUICK_OPTIONS.items())[1:]})
+    print_table(quick_rows, list(quick_rows[0]) if quick_rows else [])
+    write_json(args.json, {"options": _compile.CPU_OPTIONS, "quick_options": _compile.QUICK_OPTIONS,
+                           "rounds": args.rounds, "repeats": args.repeats, "rows": rows,
+                           "quick_rows": quick_rows})
 
 
 if __name__ == "__main__":
