@@ -68,8 +68,9 @@ CPU_OPTIONS = {"xla_cpu_use_fusion_emitters": False}
 #: Without LLVM's optimisation, splitting the program's LLVM module for parallel
 #: code generation (XLA's default: up to 32 parts, each a clone) costs more than it
 #: saves: one part compiles the README's normal model 14% faster (22% less CPU time) on
-#: 2 cores, bit for bit the same code (benchmarks/compile_options.py). Only the first
-#: entry makes the tier; the others are kept where this jaxlib knows them.
+#: 2 cores (benchmarks/compile_options.py: 0.83-1.05x over four cases). Its code may
+#: round differently from the split code's in the last bits, as the two tiers do. Only
+#: the first entry makes the tier; the others are kept where this jaxlib knows them.
 QUICK_OPTIONS = {"xla_backend_optimization_level": 0, "xla_cpu_parallel_codegen_split_count": 1}
 
 #: A quick program is compiled again with full optimisation once the time spent running
