@@ -69,16 +69,9 @@ CPU_OPTIONS = {"xla_cpu_use_fusion_emitters": False}
 #: code generation (XLA's default: up to 32 parts, each a clone) costs more than it
 #: saves: one part compiles the README's normal model 14% faster (22% less CPU time) on
 #: 2 cores (benchmarks/compile_options.py: 0.83-1.05x over four cases). Its code may
-#: round differently from the split code's in the last bits, as the two tiers do.
-#: XLA's loop-invariant code motion and while-loop simplification, inside the HLO
-#: simplification pipeline that runs to a fixed point, were most of its HLO pass time
-#: for a fit program (a while loop with nested per-trial loops): without them the
-#: normal model's fit program compiles in 0.54 s instead of 0.70 s (medians of 7
-#: alternating compiles), and the quick code of the demo's batch runs ~15% slower
-#: (it is then promoted sooner). Only the first entry makes the tier; the others are
-#: kept where this jaxlib knows them.
-QUICK_OPTIONS = {"xla_backend_optimization_level": 0, "xla_cpu_parallel_codegen_split_count": 1,
-                 "xla_disable_hlo_passes": "while-loop-invariant-code-motion,simplify-while-loops"}
+#: round differently from the split code's in the last bits, as the two tiers do. Only
+#: the first entry makes the tier; the others are kept where this jaxlib knows them.
+QUICK_OPTIONS = {"xla_backend_optimization_level": 0, "xla_cpu_parallel_codegen_split_count": 1}
 
 #: A quick program is compiled again with full optimisation once the time spent running
 #: it reaches this multiple of its own compile time (a ski-rental rule: pay for the
