@@ -366,6 +366,31 @@ def test_a_program_starts_quick_and_is_optimised_once_its_runs_cost_its_compile(
     assert len(now) == 1 and now != saved          # the optimised program replaced the quick one
 
 
+def test_small_programs_compile_lean_and_batch_loops_and_bigger_ones_do_not(monkeypatch):
+    # Lean: the quick options plus LEAN_OPTIONS (no loop-invariant code motion) for
+    # programs of small arguments; a batch's loop program (one_tier) and arguments over
+    # LEAN_MAX_BYTES get the plain quick options. Same results either way.
+    if not _tiers_on():
+        pytest.skip("no compile tiers on this backend")
+    seen = []
+    real = _compile._compile_saved
+
+    def spy(lowered, key, sig, quick, timed=False):
+        seen.append(quick)
+        return real(lowered, key, sig, quick, timed)
+
+    monkeypatch.setattr(_compile, "_compile_saved", spy)
+    monkeypatch.setattr(_compile, "LEAN_MAX_BYTES", 100)
+    fn = lambda x: jax.lax.fori_loop(0, 3, lambda i, c: c + jnp.sin(x), x)   # noqa: E731
+    small, loop = _compile.jit(fn), _compile.jit(fn)
+    loop.one_tier = True
+    for prog in (small, loop):
+        np.testing.assert_allclose(np.asarray(prog(np.ones(10))), 1 + 3 * np.sin(1.0), rtol=1e-14)
+    small(np.ones(20))                                  # 160 bytes: over LEAN_MAX_BYTES
+    assert seen == ["lean", True, True]
+    assert set(_compile.LEAN_OPTIONS) <= set(_compile.lean_options())
+
+
 def test_big_arguments_and_the_off_switch_compile_fully_at_once(monkeypatch):
     if not _tiers_on():
         pytest.skip("no compile tiers on this backend")
