@@ -7,9 +7,10 @@ calls (the compiled program's run time). The options are adopted only where the
 warm time is equal within noise.
 
 Second table: the quick tier's extra options (``QUICK_OPTIONS`` after its first entry,
-the optimisation level), with compile tiers on as users get them, against the quick
-tier without them: the first call, XLA's backend compile seconds in it (JAX's
-compile events), and whether the fitted parameters are bit for bit the same.
+the optimisation level, and ``LEAN_OPTIONS`` for programs of small arguments), with
+compile tiers on as users get them, against the quick tier without them: the first call,
+XLA's backend compile seconds in it (JAX's compile events), and whether the fitted
+parameters are bit for bit the same.
 
     python benchmarks/compile_options.py [--rounds 2] [--repeats 5] [--json PATH]
 """
@@ -83,6 +84,7 @@ from jaxmle import _compile
 if os.environ.get("QUICK_EXTRAS") == "0":
     for name in list(_compile.QUICK_OPTIONS)[1:]:
         _compile.QUICK_OPTIONS.pop(name)
+    _compile.LEAN_OPTIONS.clear()
 from jax._src import monitoring
 compile_s = []
 monitoring.register_event_duration_secs_listener(
@@ -154,9 +156,11 @@ def main():
                            "compile ratio": best[True]["compile"] / best[False]["compile"],
                            "same params": len({r["params"] for r in got[True] + got[False]}) == 1})
         print(f"{label} (quick tier): done", file=sys.stderr)
-    print("\nquick tier's extra options:", {k: v for k, v in list(_compile.QUICK_OPTIONS.items())[1:]})
+    print("\nquick tier's extra options:", {k: v for k, v in list(_compile.QUICK_OPTIONS.items())[1:]},
+          f"and for arguments up to {_compile.LEAN_MAX_BYTES} bytes", _compile.LEAN_OPTIONS)
     print_table(quick_rows, list(quick_rows[0]) if quick_rows else [])
     write_json(args.json, {"options": _compile.CPU_OPTIONS, "quick_options": _compile.QUICK_OPTIONS,
+                           "lean_options": _compile.LEAN_OPTIONS, "lean_max_bytes": _compile.LEAN_MAX_BYTES,
                            "rounds": args.rounds, "repeats": args.repeats, "rows": rows,
                            "quick_rows": quick_rows})
 
