@@ -71,6 +71,18 @@ class _Structure:
         return len(self._spec.leaf_names)
 
 
+def _numeric(name: str, value) -> np.ndarray:
+    """``value`` as a float array, or the TypeError that names the parameter (a spec's
+    start value and an ``init=`` value alike)."""
+    try:
+        if np.iscomplexobj(value):
+            raise TypeError
+        return np.asarray(value, dtype=float)
+    except (TypeError, ValueError):
+        raise TypeError(f"parameter {name!r}: the initial value {value!r} is not numeric; "
+                        "give a number or an array") from None
+
+
 def _path_name(path) -> str:
     return ".".join(str(_raw_key(key)) for key in path)
 
@@ -107,15 +119,7 @@ class ParamSpec:
         for path, leaf in with_path:
             name = _path_name(path)
             con = leaf if _is_constraint(leaf) else Real(leaf)
-            try:
-                if np.iscomplexobj(con.init):
-                    raise TypeError
-                value = np.asarray(con.init, dtype=float)
-            except (TypeError, ValueError):
-                raise TypeError(
-                    f"parameter {name!r}: the initial value {con.init!r} is not numeric; "
-                    "give a number or an array"
-                ) from None
+            value = _numeric(name, con.init)
             bad = con.violation(value)
             if bad:
                 raise ValueError(f"parameter {name!r}: the initial value {con.init!r} {bad}")
@@ -164,15 +168,7 @@ class ParamSpec:
             if not isinstance(init, dict):
                 raise TypeError("init must be a dict with (some of) the spec's parameter names")
             for i, value in self.named_leaves(lists_to_arrays(init), "init"):
-                try:
-                    if np.iscomplexobj(value):
-                        raise TypeError
-                    leaves[i] = np.asarray(value, dtype=float)
-                except (TypeError, ValueError):
-                    raise TypeError(
-                        f"parameter {self.leaf_names[i]!r}: the initial value {value!r} is not numeric; "
-                        "give a number or an array"
-                    ) from None
+                leaves[i] = _numeric(self.leaf_names[i], value)
                 given[i] = True
         out = []
         for i, (name, con, shape, value) in enumerate(zip(self.leaf_names, self.constraints, self.shapes, leaves)):
