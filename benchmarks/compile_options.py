@@ -110,6 +110,16 @@ def run_child(child: str, case: str, count: int, **env_vars: str) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def alternating(rounds: int, measure) -> dict:
+    """{True: [...], False: [...]}: ``measure(True)`` then ``measure(False)``, ``rounds``
+    times, so machine load hits both settings alike. Shared with benchmarks/tiers.py."""
+    got = {True: [], False: []}
+    for _ in range(rounds):
+        for flag in (True, False):
+            got[flag].append(measure(flag))
+    return got
+
+
 def run(case: str, options: bool, repeats: int) -> dict:
     # Compile tiers off: this measures the per-program options alone (tiers: tiers.py).
     return run_child(CHILD, case, repeats, JAXMLE_COMPILER_OPTIONS="1" if options else "0", JAXMLE_TIERS="0")
@@ -126,10 +136,7 @@ def main():
     for label, case in CASES.items():
         if case not in args.cases:
             continue
-        got = {True: [], False: []}
-        for _ in range(args.rounds):
-            for options in (True, False):
-                got[options].append(run(case, options, args.repeats))
+        got = alternating(args.rounds, lambda options: run(case, options, args.repeats))
         best = {o: {k: min(r[k] for r in got[o]) for k in ("first", "warm")} for o in got}
         rows.append({"case": label,
                      "first s, options": best[True]["first"], "first s, defaults": best[False]["first"],
@@ -144,10 +151,8 @@ def main():
     for label, case in CASES.items():
         if case not in args.cases:
             continue
-        got = {True: [], False: []}
-        for _ in range(args.rounds):
-            for extras in (True, False):
-                got[extras].append(run_child(CHILD_QUICK, case, 0, QUICK_EXTRAS="1" if extras else "0"))
+        got = alternating(args.rounds,
+                          lambda extras: run_child(CHILD_QUICK, case, 0, QUICK_EXTRAS="1" if extras else "0"))
         best = {e: {k: min(r[k] for r in got[e]) for k in ("first", "compile")} for e in got}
         quick_rows.append({"case": label,
                            "first s, extras": best[True]["first"], "first s, without": best[False]["first"],

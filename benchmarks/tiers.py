@@ -20,7 +20,7 @@ import sys
 import tempfile
 
 from _common import print_table, write_json
-from compile_options import SETUP, run_child
+from compile_options import SETUP, alternating, run_child
 
 CASES = {
     "normal, 5 points (fit)": "normal",
@@ -59,10 +59,7 @@ def main():
     for label, case in CASES.items():
         if case not in args.cases:
             continue
-        got = {True: [], False: []}
-        for _ in range(args.rounds):
-            for tiers in (True, False):
-                got[tiers].append(run(case, tiers, args.calls))
+        got = alternating(args.rounds, lambda tiers: run(case, tiers, args.calls))
 
         def best(tiers, what):
             return min(what(r["times"]) for r in got[tiers])
