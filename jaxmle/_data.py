@@ -45,10 +45,118 @@ def to_plain(data):
     """DataFrames, Series and lists of numbers as arrays (dicts of arrays)."""
     return lists_to_arrays(from_tabular(data))
 
+# -- big host arrays handed to a compiled program without a copy ----------------------
+
+#: A host (NumPy) data leaf of at least this many bytes that XLA cannot share (its
+#: address is not a multiple of ``ALIGN`` bytes, as with most big NumPy arrays: malloc
+#: puts them 16 bytes past a page) is not copied for a big blocked fit
+#: (``jaxmle._solve.block_rows``): the program reads it through ``Rows``.
+ALIAS_MIN_BYTES = 1 << 24
+ALIGN = 64
+
+
+class _Span:
+    """The memory of ``owner`` seen from the aligned address at or below its start: what
+    ``np.asarray`` reads through ``__array_interface__``. The bytes before the array lie in
+    the same memory page (the page start is a multiple of ``ALIGN``), are never written,
+    and never enter a result (``Rows`` reads past them). Keeps ``owner`` alive."""
+
+    def __init__(self, owner: np.ndarray, lead: int):
+        self.owner = owner
+        ptr = owner.__array_interface__["data"][0]
+        self.__array_interface__ = {"data": (ptr - lead * owner.itemsize, True), "shape": (owner.size + lead,),
+                                    "typestr": owner.dtype.str, "version": 3}
+
+
+@jax.tree_util.register_pytree_node_class
+class Rows:
+    """An (n, ...) data leaf held as a flat array with ``lead`` elements before its first row.
+
+    A big C-contiguous NumPy array whose address XLA cannot share is handed to a blocked
+    fit's program this way (``host_rows``): the flat array starts at the aligned address
+    below it and aliases its memory, so the program gets the data without the copy that
+    ``jax.device_put`` would make (0.8 GB and ~1-2 s for 5e6 x 21 float64 on a 2-core
+    machine). ``jaxmle._solve.block_sum`` slices row blocks out of it (``rows``); any
+    other use (``jnp.asarray``, arithmetic) sees the (n, ...) array, formed in the
+    program; ``np.asarray`` of a host ``Rows`` is the user's array itself.
+    """
+
+    def __init__(self, flat, lead: int, shape: tuple, host: np.ndarray | None = None):
+        self.flat, self.lead, self.shape, self.host = flat, int(lead), tuple(shape), host
+
+    def tree_flatten(self):
+        return (self.flat,), (self.lead, self.shape)
+
+    @classmethod
+    def tree_unflatten(cls, aux, children):
+        return cls(children[0], *aux)
+
+    @property
+    def dtype(self):
+        return self.flat.dtype
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64))
+
+    def rows(self, start, size: int):
+        """Rows [start, start + size) as an array (``start`` may be traced)."""
+        width = int(np.prod(self.shape[1:], dtype=np.int64))
+        part = jax.lax.dynamic_slice_in_dim(self.flat, self.lead + start * width, size * width, 0)
+        return part.reshape((size,) + self.shape[1:])
+
+    def __jax_array__(self):
+        return self.rows(0, self.shape[0])
+
+    def __array__(self, dtype=None, copy=None):
+        out = self.host if self.host is not None else np.asarray(self.__jax_array__())
+        return out if dtype is None else out.astype(dtype)
+
+    def __getitem__(self, index):
+        return self.__jax_array__()[index]
+
+    def __repr__(self):
+        return f"Rows(shape={self.shape}, dtype={self.dtype})"
+
+
+def is_rows(x) -> bool:
+    return isinstance(x, Rows)
+
+
+def aliasable(host) -> bool:
+    """Whether a host leaf may go to a program as ``Rows`` (see ``ALIAS_MIN_BYTES``)."""
+    if type(host) is not np.ndarray or host.ndim < 1 or host.nbytes < ALIAS_MIN_BYTES:
+        return False
+    if not (host.flags.c_contiguous and host.flags.aligned) or host.dtype.kind != "f":
+        return False
+    if np.dtype(jax.dtypes.canonicalize_dtype(host.dtype)) != host.dtype:
+        return False     # float64 without x64: JAX converts it anyway
+    return host.__array_interface__["data"][0] % ALIGN != 0
+
+
+def host_rows(host: np.ndarray):
+    """``Rows`` aliasing ``host`` (see ``aliasable``); a jaxlib that copied host arrays
+    at any address would copy it (as before: nothing gained, nothing lost)."""
+    misalign = host.__array_interface__["data"][0] % ALIGN
+    if misalign % host.itemsize:
+        return jax.device_put(host)
+    lead = misalign // host.itemsize
+    return Rows(jax.device_put(np.asarray(_Span(host, lead))), lead, host.shape, host)
+
+
+def data_leaves(data) -> list:
+    """The data's leaves, a ``Rows`` counted as one (an (n, ...) leaf)."""
+    return jax.tree_util.tree_leaves(data, is_leaf=is_rows)
+
+
 def _leading_sizes(data) -> dict[str, int]:
     sizes = {}
-    for path, leaf in jax.tree_util.tree_flatten_with_path(data)[0]:
-        shape = np.shape(leaf)
+    for path, leaf in jax.tree_util.tree_flatten_with_path(data, is_leaf=is_rows)[0]:
+        shape = leaf.shape if is_rows(leaf) else np.shape(leaf)
         if len(shape) >= 1:
             sizes[jax.tree_util.keystr(path) or "data"] = shape[0]
     return sizes
@@ -89,8 +197,12 @@ def float_dtype(data):
     return jax.dtypes.canonicalize_dtype(dt)
 
 
-def as_arrays(data, what="data"):
-    """Validate data and convert every leaf to a JAX array (DataFrames and lists included)."""
+def as_arrays(data, what="data", keep_host=False):
+    """Validate data and convert every leaf to a JAX array (DataFrames and lists included).
+
+    With ``keep_host``, big NumPy leaves that XLA could not share (``aliasable``) stay
+    NumPy arrays: a single fit decides once it knows its size whether its program reads
+    them in place (``host_rows``) or gets a device copy (``device_leaves``)."""
     leaves, treedef = jax.tree_util.tree_flatten(to_plain(data))
     if not leaves:
         raise ValueError(f"{what} is empty: pass an array or a dict of arrays")
@@ -102,6 +214,7 @@ def as_arrays(data, what="data"):
             # NumPy arrays and lists go to the device by device_put: jnp.asarray compiles a
             # small program for every new shape (jax 0.10), ~10 ms each on a first fit.
             arr = None if host is not None and host.dtype.kind in "USO" else (
+                host if keep_host and aliasable(host) else
                 jax.device_put(host) if isinstance(leaf, (np.ndarray, np.generic, list, tuple))
                 else jnp.asarray(leaf))
         except (TypeError, ValueError):
@@ -122,6 +235,17 @@ def as_arrays(data, what="data"):
             raise ValueError(f"{what} has an empty leaf of shape {arr.shape}: nothing to fit")
         out.append(arr)
     return jax.tree_util.tree_unflatten(treedef, out)
+
+
+def device_leaves(data, rows: bool = False):
+    """The NumPy leaves ``as_arrays(..., keep_host=True)`` kept, as ``Rows`` (``rows``)
+    or as device arrays; other leaves unchanged."""
+    def one(x):
+        if type(x) is not np.ndarray:
+            return x
+        return host_rows(x) if rows else jax.device_put(x)
+
+    return jax.tree_util.tree_map(one, data)
 
 
 def widen_integers(leaf, arr, what):

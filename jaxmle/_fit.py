@@ -18,8 +18,8 @@ import numpy as np
 from . import _solve, optimizers as _opt
 from ._batch import BatchFitter, default_mesh, run_chunks
 from ._compile import jit
-from ._data import (BUCKET_MAX, as_arrays, batch_size, bucket_size, check_mask, float_dtype, group_pad, n_data,
-                    nonfinite_report, pad_rows, substitute_masked, substitute_other, to_plain)
+from ._data import (BUCKET_MAX, as_arrays, batch_size, bucket_size, check_mask, device_leaves, float_dtype,
+                    group_pad, n_data, nonfinite_report, pad_rows, substitute_masked, substitute_other, to_plain)
 from ._model import Model
 from ._result import BatchFitResult, FitResult, warn_float32
 from ._solve import Stages, conclude, ready_data, tolerances
@@ -49,7 +49,8 @@ class _Setup(NamedTuple):
     n_user: int | None = None     # the observation axis's length as given (before the bucket)
 
 
-def _setup(model, data, method, init, max_iter, tol, ftol, mask, nan_policy, batched: bool, bucket=True):
+def _setup(model, data, method, init, max_iter, tol, ftol, mask, nan_policy, batched: bool, bucket=True,
+           in_place=True):
     """Check everything about a fit call once, for single and batched fits alike.
 
     With ``bucket``, the observation axis is padded to ``bucket_size`` (and masked) so
@@ -59,12 +60,15 @@ def _setup(model, data, method, init, max_iter, tol, ftol, mask, nan_policy, bat
     for a batch that has a mask (ragged data, ``by=``), whose padding already
     assumes that. An unmasked batch keeps its exact shape, so the programs a batch
     compiles do not change once a single fit has checked the model.
+
+    With ``in_place``, a big blocked single fit's program reads big NumPy leaves in place
+    (``jaxmle._data.Rows``) instead of a device copy of them.
     """
     if not isinstance(model, Model):
         raise TypeError(f"the first argument must be a jm.Model, got {type(model).__name__}")
     if nan_policy not in _NAN_POLICIES:
         raise ValueError(f"nan_policy must be one of {_NAN_POLICIES}, got {nan_policy!r}")
-    data = as_arrays(data)
+    data = as_arrays(data, keep_host=not batched)
     dtype = float_dtype(data)
     opt = _opt.resolve(method, model.n_free, model)
     max_iter = opt.default_max_iter if max_iter is None else max_iter
@@ -115,7 +119,10 @@ def _setup(model, data, method, init, max_iter, tol, ftol, mask, nan_policy, bat
             else:
                 data, mask, one, n_terms, padded = pdata, pmask, pone, n_pad, True
     n_static = n_terms if n_terms is not None else n_data(one)
-    start = model.start_leaves(data, mask, batched)
+    blocked = not batched and not padded and _solve.block_rows(model, data, mask, n_static) is not None
+    # Big NumPy leaves that as_arrays kept: a blocked fit's program reads them in place.
+    data = device_leaves(data, rows=in_place and blocked and mask is None and model.prepare is None)
+    start = model.start_leaves(*(_solve.start_sample(data, mask, n_static) if blocked else (data, mask)), batched)
     leaves = model.spec.natural_leaves(init, batch=B, start=start)
     z0 = _z_program(model, batched, dtype)(*leaves)
     fixed = model.spec.fixed_values(leaves, dtype)
@@ -356,7 +363,7 @@ def fit(
                          "(e.g. method='adam', batch_size=4096, epochs=5)")
     # Multi-start fits run as a batch, which pads only models known to treat rows alone.
     s = _setup(model, data, method, init, max_iter, tol, ftol, mask, "raise", batched=False,
-               bucket=bucket and (int(n_starts) == 1 or bool(model.rowwise)))
+               bucket=bucket and (int(n_starts) == 1 or bool(model.rowwise)), in_place=int(n_starts) == 1)
     if int(n_starts) > 1:
         res = _multistart(model, s, int(n_starts), key)
     else:

@@ -63,7 +63,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import _stats
-from ._data import substitute_masked
+from ._data import _host_view, data_leaves, is_rows, substitute_masked
 from ._model import Model
 from ._status import RUNNING, Status
 from .optimizers import NO_FAILURE, FitData
@@ -195,8 +195,8 @@ def block_rows(model: Model, data, mask, n_static) -> int | None:
     if model.rowwise is False or (model.rowwise is not True and getattr(model, "linear_predictor", None) is None):
         return None
     n = int(n_static)
-    leaves = jax.tree_util.tree_leaves(data)
-    if not leaves or any(np.ndim(x) < 1 or np.shape(x)[0] != n for x in leaves):
+    leaves = data_leaves(data)
+    if not leaves or any(len(x.shape) < 1 or x.shape[0] != n for x in leaves):
         return None
     if mask is not None and tuple(np.shape(mask)) != (n,):
         return None
@@ -205,7 +205,7 @@ def block_rows(model: Model, data, mask, n_static) -> int | None:
 
 def rows_per_block(leaves, n: int) -> int:
     """Rows per block for arrays ``leaves`` with ``n`` rows each (see ``BLOCK_BYTES``)."""
-    row_bytes = sum(int(np.prod(np.shape(x)[1:], dtype=np.int64)) * np.dtype(x.dtype).itemsize for x in leaves)
+    row_bytes = sum(int(np.prod(x.shape[1:], dtype=np.int64)) * np.dtype(x.dtype).itemsize for x in leaves)
     rows = max(1, BLOCK_BYTES // max(row_bytes, 1))
     size = 1 << (int(rows).bit_length() - 1)
     return int(min(max(size, BLOCK_ROWS_MIN), BLOCK_ROWS_MAX, n))
@@ -223,13 +223,33 @@ def block_sum(fn, data, mask, n: int, size: int, init):
 
     def body(i, acc):
         start = jnp.minimum(i * size, n - size)
-        block = jax.tree_util.tree_map(lambda x: jax.lax.dynamic_slice_in_dim(x, start, size, 0), data)
+        block = jax.tree_util.tree_map(
+            lambda x: x.rows(start, size) if is_rows(x) else jax.lax.dynamic_slice_in_dim(x, start, size, 0),
+            data, is_leaf=is_rows)
         valid = start + jnp.arange(size) >= i * size
         if mask is not None:
             valid = valid & jax.lax.dynamic_slice_in_dim(mask, start, size, 0)
         return jax.tree_util.tree_map(jnp.add, acc, fn(block, valid))
 
     return jax.lax.fori_loop(0, count, body, init)
+
+
+#: A big blocked fit takes its start values (``Model.start``) from this many rows, evenly
+#: spaced: a start is a first guess that Newton then takes to the MLE, and a pass of
+#: ``start`` over all rows would cost what a Newton pass does.
+START_ROWS = 1 << 16
+
+
+def start_sample(data, mask, n: int):
+    """(data, mask) at ``START_ROWS`` evenly spaced rows of ``n`` (host arrays)."""
+    step = max(n // START_ROWS, 1)
+
+    def take(x):
+        host = _host_view(x.host if is_rows(x) else x)
+        return host[: step * START_ROWS: step]
+
+    sample = jax.tree_util.tree_map(take, data, is_leaf=is_rows)
+    return sample, None if mask is None else take(mask)
 
 
 class _WithDerivatives:
@@ -327,7 +347,7 @@ class _Blocked:
         """
         lp = getattr(self.model, "linear_predictor", None)
         data = self.data
-        if lp is None or not isinstance(data, dict) or lp.x not in data or jnp.ndim(data[lp.x]) != 2:
+        if lp is None or not isinstance(data, dict) or lp.x not in data or len(data[lp.x].shape) != 2:
             return None
         spec, fixed = self.model.spec, self.fixed
         params = spec.to_params(z, fixed)
