@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ._compile import jit, lazy_jit
+from ._data import _host_view, _on_host
 from ._solve import Stages, conclude, ready_data
 from ._status import RUNNING
 
@@ -236,6 +237,19 @@ def default_mesh(mesh):
     return jax.sharding.Mesh(np.array(devices), ("batch",))
 
 
+def _in_host_memory(a) -> bool:
+    return (isinstance(a, jax.Array) and len(a.devices()) == 1 and _on_host(a)
+            and (jnp.issubdtype(a.dtype, jnp.number) or a.dtype == bool))
+
+
+def _rows(a, lo: int, size: int):
+    """Rows [lo, lo + size) of ``a``: for an array in CPU memory a NumPy view of it (a
+    jax slice compiles a small program per shape, ~0.1 s of a demo's first call)."""
+    if _in_host_memory(a):
+        return _host_view(a)[lo:lo + size]
+    return a[lo:lo + size]
+
+
 def run_chunks(fn, args, B: int, chunk_size, progress, mesh):
     """Call the compiled batch fitter over equal-shaped chunks, sharded over devices.
 
@@ -256,7 +270,8 @@ def run_chunks(fn, args, B: int, chunk_size, progress, mesh):
     def pad(a):
         if a.shape[0] == total:
             return a
-        return jnp.concatenate([a, jnp.repeat(a[-1:], total - a.shape[0], axis=0)], axis=0)
+        xp, a = (np, _host_view(a)) if _in_host_memory(a) else (jnp, a)
+        return xp.concatenate([a, xp.repeat(a[-1:], total - a.shape[0], axis=0)], axis=0)
 
     args = jax.tree_util.tree_map(pad, args)
     sharding = None
@@ -269,7 +284,7 @@ def run_chunks(fn, args, B: int, chunk_size, progress, mesh):
         chunks = tqdm(chunks, desc="fit_batch", unit="chunk")
     merged = None
     for c in chunks:
-        part = jax.tree_util.tree_map(lambda a: a[c * size : (c + 1) * size], args)
+        part = jax.tree_util.tree_map(lambda a: _rows(a, c * size, size), args)
         if sharding is not None:
             part = jax.device_put(part, sharding)
         out = fn(*part)
