@@ -148,6 +148,16 @@ def host_rows(host: np.ndarray):
     return Rows(jax.device_put(np.asarray(_Span(host, lead))), lead, host.shape, host)
 
 
+def plain_rows(data):
+    """``data`` with each ``Rows`` as an ordinary device array (a copy of the user's array):
+    what code outside a blocked fit's row loop (a model's residuals, scores, means) reads."""
+    if not any(is_rows(x) for x in data_leaves(data)):
+        return data
+    return jax.tree_util.tree_map(
+        lambda x: (jax.device_put(x.host) if x.host is not None else x.__jax_array__()) if is_rows(x) else x,
+        data, is_leaf=is_rows)
+
+
 def data_leaves(data) -> list:
     """The data's leaves, a ``Rows`` counted as one (an (n, ...) leaf)."""
     return jax.tree_util.tree_leaves(data, is_leaf=is_rows)

@@ -121,7 +121,10 @@ def _setup(model, data, method, init, max_iter, tol, ftol, mask, nan_policy, bat
     n_static = n_terms if n_terms is not None else n_data(one)
     blocked = not batched and not padded and _solve.block_rows(model, data, mask, n_static) is not None
     # Big NumPy leaves that as_arrays kept: a blocked fit's program reads them in place.
-    data = device_leaves(data, rows=in_place and blocked and mask is None and model.prepare is None)
+    # Only for methods that hand the data to the objective alone (LM's residuals, EM's
+    # update read it whole).
+    data = device_leaves(data, rows=in_place and blocked and mask is None and model.prepare is None
+                         and opt.general)
     start = model.start_leaves(*(_solve.start_sample(data, mask, n_static) if blocked else (data, mask)), batched)
     leaves = model.spec.natural_leaves(init, batch=B, start=start)
     z0 = _z_program(model, batched, dtype)(*leaves)

@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import _io, _postfit, _predict, _profile_curve, _solve, _stats, _summary
+from ._data import plain_rows
 from ._io import DetachedError, DetachedModel, detached_message
 from ._profile import profile_intervals
 from ._status import Status
@@ -129,10 +130,19 @@ class _ResultBase:
 
     @property
     def _data(self):
-        """The data the fit saw (None for a detached result); ``batch[i]`` slices on first use."""
+        """The data the fit saw (None for a detached result); ``batch[i]`` slices on first use.
+
+        Data a big fit read in place (``jaxmle._data.Rows``) become ordinary arrays here,
+        on first use: the post-fit computations (sandwich, predictions, residuals) hand
+        them to the model whole. A single fit's profiles rerun its program on the data
+        as the fit saw them (``_memo["fit_setup"]``)."""
         src = self.__dict__["_data_src"]
         if isinstance(src, _Take):
             src = self.__dict__["_data_src"] = src.get()
+        if src is not None:
+            plain = plain_rows(src)
+            if plain is not src:
+                src = self.__dict__["_data_src"] = plain
         return src
 
     @property

@@ -249,7 +249,7 @@ def test_big_host_arrays_read_in_place(isolated, monkeypatch):
     isolated(True)
     ref = jm.fit(jm.models.logistic(3), {"X": jnp.asarray(X), "y": jnp.asarray(y)})
     res = jm.fit(jm.models.logistic(3), {"X": Xm, "y": ym})
-    held = res._data["X"]
+    held = res._memo["fit_setup"].data["X"]      # what the fit's program (and its profiles) read
     assert isinstance(held, _data.Rows) and held.shape == (700, 3)
     assert held.flat.unsafe_buffer_pointer() == Xm.ctypes.data - 16      # aliased, not copied
     assert res.status == ref.status == jm.Status.CONVERGED
@@ -261,6 +261,36 @@ def test_big_host_arrays_read_in_place(isolated, monkeypatch):
     _close(res.cov_robust, ref.cov_robust)
     np.testing.assert_array_equal(Xm, X)
     np.testing.assert_array_equal(ym, y)
+    # Code outside the row loop reads ordinary arrays: a ready model's sandwich through
+    # gammaln(y + 1), a model of one's own comparing its data (y == 0), LM's residuals.
+    Xp, yp = _misaligned(X), _misaligned(np.floor(2 * y + X[:, 1] ** 2))
+    refp = jm.fit(jm.models.poisson(3), {"X": jnp.asarray(Xp), "y": jnp.asarray(yp)})
+    resp = jm.fit(jm.models.poisson(3), {"X": Xp, "y": yp})
+    _close(resp.cov_robust, refp.cov_robust)
+
+    def zip_model():
+        def loglik(p, d):
+            lam = jnp.exp(p["a"] + p["b"] * d["x"])
+            pois = d["y"] * jnp.log(lam) - lam - jax.scipy.special.gammaln(d["y"] + 1)
+            w = jax.nn.sigmoid(p["w"])
+            return jnp.where(d["y"] == 0, jnp.log(w + (1 - w) * jnp.exp(-lam)), jnp.log1p(-w) + pois)
+
+        m = jm.Model(loglik, {"a": 0.0, "b": 0.0, "w": 0.0})
+        m.rowwise = True
+        return m
+
+    x = _misaligned(X[:, 1].copy())
+    yz = _misaligned(np.where(X[:, 2] > 0.5, 0.0, yp))
+    refz = jm.fit(zip_model(), {"x": jnp.asarray(x), "y": jnp.asarray(yz)})
+    resz = jm.fit(zip_model(), {"x": x, "y": yz})
+    assert isinstance(resz._memo["fit_setup"].data["x"], _data.Rows)
+    _close(resz.params["w"], refz.params["w"])
+    _close(resz.cov_robust, refz.cov_robust)
+    nl = jm.models.nonlinear_regression(lambda p, x: p["a"] + p["b"] * x ** 2, {"a": 0.0, "b": 1.0})
+    nl.rowwise = True
+    yl = _misaligned(1.0 + 0.5 * X[:, 1] ** 2 + X[:, 2])
+    lm = jm.fit(nl, {"x": x, "y": yl})         # method "auto": Levenberg-Marquardt
+    assert lm.status == jm.Status.CONVERGED and np.shape(lm.predict()) == (700,)
     # Not blocked (below the threshold): a plain device copy, as before.
     isolated(False)
     small = jm.fit(jm.models.logistic(3), {"X": Xm, "y": ym}, bucket=False)
