@@ -24,6 +24,18 @@ def test_robust_stderr_matches_statsmodels_hc0(logit_case):
     np.testing.assert_allclose(res.cov_robust, ref.cov_params(), rtol=1e-6, atol=1e-12)
 
 
+def test_robust_stderr_many_observations():
+    """Scores by forward mode: reverse mode held n x n intermediates (29 GB here)."""
+    sm = pytest.importorskip("statsmodels.api")
+    rng = np.random.default_rng(5)
+    n = 60_000
+    X = np.column_stack([np.ones(n), rng.normal(size=(n, 2))])
+    y = (rng.random(n) < 1 / (1 + np.exp(-X @ np.array([0.2, 0.5, -0.4])))).astype(float)
+    res = jm.fit(jm.models.logistic(3), {"X": X, "y": y})
+    ref = sm.Logit(y, X).fit(disp=0, cov_type="HC0", tol=1e-12)
+    np.testing.assert_allclose(res.stderr_robust["beta"], ref.bse, rtol=1e-6)
+
+
 def test_robust_poisson_matches_statsmodels():
     sm = pytest.importorskip("statsmodels.api")
     rng = np.random.default_rng(3)
