@@ -102,6 +102,7 @@ CACHE_MAX_BYTES = 512 * 2 ** 20
 
 _OFF = ("0", "off", "false", "no", "none")
 _state: dict = {"cache": None, "options": None, "quick": None, "lean": None}
+_probed: dict = {}      # the session's answers of ``_accepted``, by probe key
 
 
 def cache_dir() -> str | None:
@@ -148,26 +149,63 @@ def enable_cache() -> str | None:
     return _state["cache"] or None
 
 
+#: The (options, base) pairs ``_accepted`` is asked about on the CPU, in order: probed
+#: together by one compile when they are not known yet (``_probe_together``).
+_PROBES = ((CPU_OPTIONS, {}), (QUICK_OPTIONS, CPU_OPTIONS), (LEAN_OPTIONS, {**CPU_OPTIONS, **QUICK_OPTIONS}))
+
+
+def _probe_key(options: dict, base: dict) -> str:
+    import jaxlib
+    return repr((jaxlib.__version__, jax.__version__, jax.default_backend(), sorted(base.items()),
+                 list(options.items())))
+
+
+def _probe_together(known: dict) -> None:
+    """Every entry of ``_PROBES`` accepted in one compile, recorded in ``known``, when
+    XLA takes them all at once (the common case: one ~15 ms probe a machine instead of
+    one per option); nothing recorded otherwise (each is then probed on its own)."""
+    everything: dict = {}
+    for options, base in _PROBES:
+        everything.update(base)
+        everything.update(options)
+    try:
+        jax.jit(lambda x: x + 1).lower(np.float32(0)).compile(everything)
+    except Exception:  # noqa: BLE001 - some option unknown: probe one by one
+        return
+    for options, base in _PROBES:
+        known.setdefault(_probe_key(options, base), dict(options))
+
+
 def _accepted(options: dict, base: dict) -> dict:
     """The entries of ``options`` this jaxlib's XLA accepts, each tried (in order) with
     ``base`` and the entries accepted before it.
 
-    A probe compiles a one-line program per entry (~15 ms each, ~50 ms a session in
-    all); its answer depends on jaxlib alone, so it is remembered in the cache
-    directory (``probed-options.json``) and a later session reads it instead.
+    The first question of a machine probes all of jaxmle's options in one compile of a
+    one-line program (``_probe_together``); only when XLA refuses that is each entry
+    compiled on its own (~15 ms each). The answer depends on jaxlib alone, so it is
+    remembered for the session and in the cache directory (``probed-options.json``),
+    which a later session reads instead.
     """
-    import jaxlib
-    key = repr((jaxlib.__version__, jax.__version__, jax.default_backend(), sorted(base.items()),
-                list(options.items())))
+    key = _probe_key(options, base)
+    if key in _probed:
+        return dict(_probed[key])
     path = None if cache_dir() is None else os.path.join(cache_dir(), "probed-options.json")
     known = {}
     if path is not None:
         try:
             with open(path) as f:
                 known = json.load(f)
-            return dict(known[key])
-        except (OSError, ValueError, KeyError, TypeError):
-            pass
+            if not isinstance(known, dict):
+                known = {}
+        except (OSError, ValueError, TypeError):
+            known = {}
+    if key not in known and any(_probe_key(o, b) == key for o, b in _PROBES):
+        _probe_together(known)
+        if key in known:
+            _write_probed(path, known)
+    if key in known:
+        _probed.update(known)
+        return dict(known[key])
     lowered = jax.jit(lambda x: x + 1).lower(np.float32(0))
     accepted: dict = {}
     for name, value in options.items():
@@ -176,17 +214,24 @@ def _accepted(options: dict, base: dict) -> dict:
             accepted[name] = value
         except Exception:  # noqa: BLE001 - an XLA without the option
             pass
-    if path is not None:
-        try:
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            known[key] = accepted
-            fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".tmp")
-            with os.fdopen(fd, "w") as f:
-                json.dump(known, f)
-            os.replace(tmp, path)
-        except OSError:
-            pass
+    known[key] = accepted
+    _probed.update(known)
+    _write_probed(path, known)
     return accepted
+
+
+def _write_probed(path: str | None, known: dict) -> None:
+    """Keep the probes' answers in ``path`` (none when the cache is off)."""
+    if path is None:
+        return
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".tmp")
+        with os.fdopen(fd, "w") as f:
+            json.dump(known, f)
+        os.replace(tmp, path)
+    except OSError:
+        pass
 
 
 def compiler_options() -> dict | None:

@@ -218,6 +218,48 @@ def test_compiler_options_off_switch(monkeypatch):
         assert _compile.compiler_options() == _compile.CPU_OPTIONS
 
 
+def _compiles_of(fn):
+    """(fn(), the number of programs it compiled or loaded from JAX's cache)."""
+    from jax._src import stages
+    n = []
+    compile = stages.Lowered.compile
+
+    def counted(self, *args, **kwargs):
+        n.append(1)
+        return compile(self, *args, **kwargs)
+
+    stages.Lowered.compile = counted
+    try:
+        return fn(), len(n)
+    finally:
+        stages.Lowered.compile = compile
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="jaxmle's options are XLA:CPU's")
+def test_options_are_probed_in_one_compile_and_the_answer_is_kept(monkeypatch, tmp_path):
+    monkeypatch.setenv("JAXMLE_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(_compile, "_probed", {})
+    asked = [(o, b) for o, b in _compile._PROBES]
+    answers, n = _compiles_of(lambda: [_compile._accepted(o, b) for o, b in asked])
+    assert n == 1
+    # The same answers as probing each option on its own (the way a jaxlib that refuses
+    # one of them is probed).
+    monkeypatch.setattr(_compile, "_probed", {})
+    monkeypatch.setattr(_compile, "_PROBES", ())
+    monkeypatch.setenv("JAXMLE_CACHE_DIR", str(tmp_path / "other"))
+    singly, n_singly = _compiles_of(lambda: [_compile._accepted(o, b) for o, b in asked])
+    assert singly == answers and n_singly == sum(len(o) for o, _ in asked)
+    # A later session reads the answers from the cache directory: no compile.
+    monkeypatch.setattr(_compile, "_probed", {})
+    monkeypatch.setenv("JAXMLE_CACHE_DIR", str(tmp_path))
+    again, n_again = _compiles_of(lambda: [_compile._accepted(o, b) for o, b in asked])
+    assert again == answers and n_again == 0
+    # An option this XLA does not know is dropped, the others kept.
+    monkeypatch.setattr(_compile, "_probed", {})
+    bogus = {"xla_cpu_use_fusion_emitters": False, "xla_no_such_option_in_any_xla": 1}
+    assert _compile._accepted(bogus, {}) == {"xla_cpu_use_fusion_emitters": False}
+
+
 def test_a_log_density_written_for_its_exact_length_is_not_padded():
     # The residuals ignore the data's values and have a fixed length (as the MGH test
     # functions do): padding cannot apply, and the fit runs at the exact shape.
