@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._compile import jit, lazy_jit
+from ._compile import _Program, compile_together, jit, lazy_jit
 from ._data import _host_view, _on_host
 from ._solve import Stages, conclude, ready_data
 from ._status import RUNNING
@@ -154,7 +154,43 @@ class BatchFitter:
         steps = max(self.compile_s - self.waste, 0.0) / max(self.step_s[size], 1e-9)
         return int(min(steps, np.iinfo(np.int32).max))
 
+    def _compile_ahead(self, z0, fixed, data, mask):
+        """Before a call whose programs are new: lower the data step, start, loop and
+        finish programs for this call's shapes and compile them side by side
+        (``jaxmle._compile.compile_together``); each is then found compiled when the
+        call reaches it. The loop program's compile time is what the ski-rental rule
+        weighs, as if it had compiled at its call. On one device only (a sharded batch
+        compiles at its calls)."""
+        if jax.device_count() > 1 or not isinstance(self.advance, _Program):
+            return
+        j_ready, ready = self.ready.ahead(data, mask)
+        j_start, carry = self.start.ahead(z0, fixed, ready, mask)
+        step_args = (carry, z0, fixed, ready, mask)
+        shapes = tuple(a.shape for a in jax.tree_util.tree_leaves(step_args))
+        if shapes in self._shapes:
+            return
+        flag = jax.ShapeDtypeStruct((), jnp.int32)
+        t1 = time.perf_counter()
+        j_advance, _ = self.advance.ahead(*step_args, flag, flag, flag)
+        lower_s = time.perf_counter() - t1
+        finish = self.finish_host if z0.shape[0] <= HOST_INVERT_MAX else self.finish
+        j_finish, _ = finish.ahead(*step_args)
+        if j_advance is None:
+            return
+        timed = []
+
+        def advance_job():
+            t = time.perf_counter()
+            j_advance()
+            timed.append(time.perf_counter() - t)
+
+        compile_together([j_ready, j_start, advance_job, j_finish])
+        if timed:
+            self._shapes.add(shapes)
+            self.compile_s = lower_s + timed[0]
+
     def __call__(self, z0, fixed, data, mask):
+        self._compile_ahead(z0, fixed, data, mask)
         args = (z0, fixed, self.ready(data, mask), mask)
         carry = self.start(*args)
         sub, sub_args, lanes, idx = carry, args, None, None

@@ -330,13 +330,9 @@ class _Program:
             return self._jitted(*args, **kwargs)
         exe = self._executables.get(sig)
         if exe is None:
-            nbytes = _nbytes(leaves)
-            quick = self._tier != "full" and quick_options() is not None and nbytes <= QUICK_MAX_BYTES
-            if quick and not self.one_tier and nbytes <= LEAN_MAX_BYTES:
-                quick = "lean"
-            exe, loaded_from = _load_or_compile(self._jitted, args, kwargs, self._persist, sig, quick)
-            if exe is not _NOT_SAVED and self.one_tier and self._tier != "full":
-                self._tier = "quick" if isinstance(exe, _Quick) else "full"
+            exe, loaded_from = _load_or_compile(self._jitted, args, kwargs, self._persist, sig,
+                                                self._quick_for(leaves))
+            self._note_tier(exe)
             if loaded_from is not None:
                 # The first call of a loaded executable is checked: one that cannot run
                 # (a jaxlib that lost its functions) is deleted and compiled again.
@@ -365,6 +361,51 @@ class _Program:
                     self._tier = "full"
             return out
         return exe(*args, **kwargs)
+
+    def _quick_for(self, leaves) -> bool | str:
+        """How a new signature compiles: quick, ``"lean"`` or (False) fully optimised."""
+        nbytes = _nbytes(leaves)
+        quick = self._tier != "full" and quick_options() is not None and nbytes <= QUICK_MAX_BYTES
+        if quick and not self.one_tier and nbytes <= LEAN_MAX_BYTES:
+            quick = "lean"
+        return quick
+
+    def _note_tier(self, exe) -> None:
+        if exe is not _NOT_SAVED and self.one_tier and self._tier != "full":
+            self._tier = "quick" if isinstance(exe, _Quick) else "full"
+
+    def ahead(self, *args, **kwargs):
+        """Lower this program for ``args`` (arrays or ``jax.ShapeDtypeStruct``s) now and
+        return ``(compile, out)``: ``compile()`` compiles the executable its first call
+        with such arguments will run (``compile_together`` runs several at once), or is
+        None when there is nothing to compile ahead (already compiled, saved on disk,
+        or a call that goes through ``jax.jit`` itself); ``out`` is the outputs' shapes.
+        """
+        leaves, tree = jax.tree_util.tree_flatten((args, kwargs))
+        job = None
+        try:
+            sig = (tree, tuple(_aval(x) for x in leaves))
+        except _NotSaved:
+            sig = None
+        if sig is not None and sig not in self._executables and (
+                self._persist is not None or quick_options() is not None):
+            key = self._persist
+            try:
+                on_disk = key is not None and any(
+                    os.path.exists(_file_for(k, sig)) for k in (key, key + ":quick"))
+            except Exception:       # noqa: BLE001 - unsaved: the call's own path decides
+                on_disk = True
+            if not on_disk:
+                quick = self._quick_for(leaves)
+                lowered = self._jitted.lower(*args, **kwargs)
+
+                def job():
+                    exe = _compile_lowered(self._jitted, lowered, key, sig, quick)
+                    self._executables.setdefault(sig, exe)
+                    self._note_tier(exe)
+
+                return job, lowered.out_info
+        return job, jax.eval_shape(self._jitted, *args, **kwargs)
 
     def _cache_size(self) -> int:
         """Executables held for this program: jit's own and those saved or loaded here."""
@@ -420,6 +461,12 @@ def _aval(x):
         return (x.dtype.str, x.shape, bool(getattr(x, "weak_type", False)))
     if isinstance(x, (np.ndarray, np.generic)):
         return (x.dtype.str, x.shape, False)
+    if isinstance(x, jax.ShapeDtypeStruct):
+        # An argument known by its shape alone (``compile_together``): the signature a
+        # committed single-device array of that shape will have.
+        if jax.dtypes.issubdtype(x.dtype, jax.dtypes.extended) or x.sharding is not None:
+            raise _NotSaved(x)
+        return (np.dtype(x.dtype).str, tuple(x.shape), bool(x.weak_type))
     if isinstance(x, (bool, int, float, complex)):
         return (type(x).__name__, (), True)
     raise _NotSaved(x)
@@ -485,7 +532,8 @@ _CUSTOM_CALL = re.compile(r"custom_call\s*@([\w.$-]+)")
 
 
 def _nbytes(leaves) -> int:
-    return sum(int(np.prod(np.shape(x))) * np.dtype(getattr(x, "dtype", np.float64)).itemsize for x in leaves)
+    return sum(int(np.prod(getattr(x, "shape", None) if isinstance(x, jax.ShapeDtypeStruct) else np.shape(x)))
+               * np.dtype(getattr(x, "dtype", np.float64)).itemsize for x in leaves)
 
 
 class _Quick:
@@ -544,13 +592,46 @@ def _load_or_compile(jitted, args, kwargs, key: str | None, sig, quick: bool | s
             entry = _load(quick_path, sig)
             if entry is not None:
                 return _Quick(entry[0], entry[1], jitted, None, key, sig, quick_path), quick_path
-    lowered = jitted.lower(*args, **kwargs)
+    return _compile_lowered(jitted, jitted.lower(*args, **kwargs), key, sig, quick), None
+
+
+def _compile_lowered(jitted, lowered, key: str | None, sig, quick: bool | str = False):
+    """The executable of ``lowered``: a ``_Quick`` with ``quick``, else fully optimised
+    (saved under ``key`` when that is given)."""
     if quick:
         exe, seconds = _compile_saved(lowered, key, sig, quick=quick, timed=True)
-        if exe is _NOT_SAVED:
-            return _NOT_SAVED, None
-        return _Quick(exe, seconds, jitted, lowered, key, sig, quick_path), None
-    return _compile_saved(lowered, key, sig, quick=False), None
+        quick_path = None if key is None else _file_for(key + ":quick", sig)
+        return _Quick(exe, seconds, jitted, lowered, key, sig, quick_path)
+    return _compile_saved(lowered, key, sig, quick=False)
+
+
+def compile_together(jobs) -> None:
+    """Run the ``compile`` functions of ``_Program.ahead`` at the same time, one thread each
+    (up to the machine's cores). XLA compiles a program on one thread and without
+    Python's lock, so the programs a call is about to run compile side by side (a
+    batch's start, loop and finish programs). A compile that fails here is left to the
+    program's own call, which compiles again and raises there.
+    """
+    jobs = [j for j in jobs if j is not None]
+    if len(jobs) < 2 or (os.cpu_count() or 1) < 2:
+        for job in jobs:
+            _quietly(job)
+        return
+    # The biggest programs are lowered last (they come last in a call's order): start them first.
+    jobs = jobs[::-1]
+    threads = [threading.Thread(target=_quietly, args=(job,), daemon=True) for job in jobs[1:]]
+    for t in threads:
+        t.start()
+    _quietly(jobs[0])
+    for t in threads:
+        t.join()
+
+
+def _quietly(job) -> None:
+    try:
+        job()
+    except Exception:       # noqa: BLE001 - the program's own call compiles and reports it
+        pass
 
 
 def _compile_saved(lowered, key: str | None, sig, quick: bool | str, timed: bool = False):
@@ -561,9 +642,13 @@ def _compile_saved(lowered, key: str | None, sig, quick: bool | str, timed: bool
     targets = set(_CUSTOM_CALL.findall(lowered.as_text())) if key is not None else set()
     savable = key is not None and all(t.startswith("lapack_") for t in targets)
     events: dict = {}
+    me = threading.get_ident()
 
     def listen(event, duration=None, **_):
-        events[event] = events.get(event, 0.0) + (duration or 0.0)
+        # JAX records events in the thread that compiles: another thread's compile
+        # (``compile_together``) is not this one's.
+        if threading.get_ident() == me:
+            events[event] = events.get(event, 0.0) + (duration or 0.0)
 
     def listen_event(event, **_):
         listen(event)

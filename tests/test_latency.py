@@ -129,6 +129,44 @@ def test_batch_with_mask_reuses_programs_across_max_lengths():
     np.testing.assert_allclose(np.asarray(batch.stderr["sigma"]), np.asarray(exact.stderr["sigma"]), rtol=1e-8)
 
 
+def test_a_batch_compiles_its_programs_together_before_running_them(monkeypatch):
+    from jaxmle import _batch
+
+    rng = np.random.default_rng(3)
+    xs = rng.normal(5.0, 2.0, (40, 12))
+    compiled = []
+
+    def spy(job):
+        compiled.append(job)
+        return job()
+
+    monkeypatch.setattr(_compile, "_quietly", spy)
+    model, calls = _counting_normal()
+    ahead = jm.fit_batch(model, xs)
+    assert len(compiled) >= 3          # start, loop and finish (and the data step)
+    fitter = next(fn for fn in model._compiled.values() if isinstance(fn, _batch.BatchFitter))
+    assert fitter.compile_s > 0        # the loop's compile, for the straggler rule
+    traced = len(calls)
+    jm.fit_batch(model, xs + 1.0)      # same shapes: nothing compiled or traced again
+    n_ahead = len(compiled)
+    assert len(calls) == traced
+    # The same numbers as compiling each program at its call (a model of its own: other
+    # code, the same computation, so it shares no program with the first).
+    monkeypatch.setattr(_batch.BatchFitter, "_compile_ahead", lambda self, *a: None)
+
+    def loglik(p, x):
+        return jax.scipy.stats.norm.logpdf(x, loc=p["mu"], scale=p["sigma"])
+
+    other = jm.Model(loglik, {"mu": 0.0, "sigma": jm.Positive(1.0)})
+    at_call = jm.fit_batch(other, xs)
+    assert len(compiled) == n_ahead
+    assert not {id(fn) for fn in other._compiled.values()} & {id(fn) for fn in model._compiled.values()}
+    for k in ahead.params:
+        np.testing.assert_array_equal(np.asarray(ahead.params[k]), np.asarray(at_call.params[k]))
+        np.testing.assert_array_equal(np.asarray(ahead.stderr[k]), np.asarray(at_call.stderr[k]))
+    np.testing.assert_array_equal(np.asarray(ahead.status), np.asarray(at_call.status))
+
+
 def test_a_new_model_of_the_same_function_reuses_the_programs():
     def make(factor):
         # A re-run notebook cell: a new function object with the same code and closure.
