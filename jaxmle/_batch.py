@@ -155,38 +155,36 @@ class BatchFitter:
         return int(min(steps, np.iinfo(np.int32).max))
 
     def _compile_ahead(self, z0, fixed, data, mask):
-        """Before a call whose programs are new: lower the data step, start, loop and
+        """Before a call whose programs are all new: lower the data step, start, loop and
         finish programs for this call's shapes and compile them side by side
         (``jaxmle._compile.compile_together``); each is then found compiled when the
-        call reaches it. The loop program's compile time is what the ski-rental rule
-        weighs, as if it had compiled at its call. On one device only (a sharded batch
-        compiles at its calls)."""
-        if jax.device_count() > 1 or not isinstance(self.advance, _Program):
+        call reaches it. The straggler rule weighs the loop program's tracing, lowering
+        and compile (the last measured while the others compiled beside it). Not when a
+        program is compiled already or saved on disk (a later chunk, a second session:
+        those load at their calls without tracing), nor on several devices (a sharded
+        batch compiles at its calls)."""
+        if jax.device_count() > 1 or not isinstance(self.advance, _Program) or self.ready.known(data, mask):
             return
         j_ready, ready = self.ready.ahead(data, mask)
+        if self.start.known(z0, fixed, ready, mask):
+            return
         j_start, carry = self.start.ahead(z0, fixed, ready, mask)
         step_args = (carry, z0, fixed, ready, mask)
-        shapes = tuple(a.shape for a in jax.tree_util.tree_leaves(step_args))
-        if shapes in self._shapes:
-            return
         flag = jax.ShapeDtypeStruct((), jnp.int32)
-        t1 = time.perf_counter()
-        j_advance, _ = self.advance.ahead(*step_args, flag, flag, flag)
-        lower_s = time.perf_counter() - t1
-        finish = self.finish_host if z0.shape[0] <= HOST_INVERT_MAX else self.finish
-        j_finish, _ = finish.ahead(*step_args)
-        if j_advance is None:
+        if self.advance.known(*step_args, flag, flag, flag):
+            compile_together([j_ready, j_start])
             return
+        t = time.perf_counter()
+        j_advance, (done, _, _) = self.advance.ahead(*step_args, flag, flag, flag)
+        lower_s = time.perf_counter() - t
+        # The finish program takes the loop's carry (its weak types can differ from start's).
+        finish = self.finish_host if z0.shape[0] <= HOST_INVERT_MAX else self.finish
+        end_args = (done,) + step_args[1:]
+        j_finish = None if finish.known(*end_args) else finish.ahead(*end_args)[0]
         timed = []
-
-        def advance_job():
-            t = time.perf_counter()
-            j_advance()
-            timed.append(time.perf_counter() - t)
-
-        compile_together([j_ready, j_start, advance_job, j_finish])
+        compile_together([j_ready, j_start, lambda: timed.append(j_advance()), j_finish])
         if timed:
-            self._shapes.add(shapes)
+            self._shapes.add(tuple(a.shape for a in jax.tree_util.tree_leaves(step_args)))
             self.compile_s = lower_s + timed[0]
 
     def __call__(self, z0, fixed, data, mask):

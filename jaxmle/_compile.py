@@ -199,10 +199,13 @@ def _accepted(options: dict, base: dict) -> dict:
                 known = {}
         except (OSError, ValueError, TypeError):
             known = {}
-    if key not in known and any(_probe_key(o, b) == key for o, b in _PROBES):
+    known = {k: v for k, v in known.items() if isinstance(v, dict)}      # a damaged file: probe again
+    if key not in known and not _state.get("apart") and any(_probe_key(o, b) == key for o, b in _PROBES):
         _probe_together(known)
         if key in known:
             _write_probed(path, known)
+        else:
+            _state["apart"] = True      # some option refused: the others are probed one by one
     if key in known:
         _probed.update(known)
         return dict(known[key])
@@ -374,38 +377,43 @@ class _Program:
         if exe is not _NOT_SAVED and self.one_tier and self._tier != "full":
             self._tier = "quick" if isinstance(exe, _Quick) else "full"
 
-    def ahead(self, *args, **kwargs):
-        """Lower this program for ``args`` (arrays or ``jax.ShapeDtypeStruct``s) now and
-        return ``(compile, out)``: ``compile()`` compiles the executable its first call
-        with such arguments will run (``compile_together`` runs several at once), or is
-        None when there is nothing to compile ahead (already compiled, saved on disk,
-        or a call that goes through ``jax.jit`` itself); ``out`` is the outputs' shapes.
-        """
+    def known(self, *args, **kwargs) -> bool:
+        """Whether a call with such arguments finds its executable compiled in this process
+        or saved on disk (or goes through ``jax.jit`` itself, which caches it there)."""
         leaves, tree = jax.tree_util.tree_flatten((args, kwargs))
-        job = None
         try:
             sig = (tree, tuple(_aval(x) for x in leaves))
         except _NotSaved:
-            sig = None
-        if sig is not None and sig not in self._executables and (
-                self._persist is not None or quick_options() is not None):
-            key = self._persist
-            try:
-                on_disk = key is not None and any(
-                    os.path.exists(_file_for(k, sig)) for k in (key, key + ":quick"))
-            except Exception:       # noqa: BLE001 - unsaved: the call's own path decides
-                on_disk = True
-            if not on_disk:
-                quick = self._quick_for(leaves)
-                lowered = self._jitted.lower(*args, **kwargs)
+            return True
+        if sig in self._executables or (self._persist is None and quick_options() is None):
+            return True
+        key = self._persist
+        try:
+            return key is not None and any(os.path.exists(_file_for(k, sig)) for k in (key, key + ":quick"))
+        except Exception:       # noqa: BLE001 - unsaved: the call's own path decides
+            return True
 
-                def job():
-                    exe = _compile_lowered(self._jitted, lowered, key, sig, quick)
-                    self._executables.setdefault(sig, exe)
-                    self._note_tier(exe)
+    def ahead(self, *args, **kwargs):
+        """Trace and lower this program for ``args`` (arrays or ``jax.ShapeDtypeStruct``s)
+        now and return ``(compile, out)``: ``compile()`` compiles the executable its first
+        call with such arguments will run and returns the seconds that took
+        (``compile_together`` runs several at once); ``out`` is the outputs' shapes (weak
+        types included, so they make the signatures the outputs themselves will). Only
+        for a call that is not ``known``."""
+        leaves, tree = jax.tree_util.tree_flatten((args, kwargs))
+        sig = (tree, tuple(_aval(x) for x in leaves))
+        quick = self._quick_for(leaves)
+        traced = self._jitted.trace(*args, **kwargs)
+        lowered = traced.lower()
+        key = self._persist
 
-                return job, lowered.out_info
-        return job, jax.eval_shape(self._jitted, *args, **kwargs)
+        def job():
+            exe, seconds = _compile_lowered(self._jitted, lowered, key, sig, quick)
+            self._executables.setdefault(sig, exe)
+            self._note_tier(exe)
+            return seconds
+
+        return job, traced.out_info
 
     def _cache_size(self) -> int:
         """Executables held for this program: jit's own and those saved or loaded here."""
@@ -592,17 +600,17 @@ def _load_or_compile(jitted, args, kwargs, key: str | None, sig, quick: bool | s
             entry = _load(quick_path, sig)
             if entry is not None:
                 return _Quick(entry[0], entry[1], jitted, None, key, sig, quick_path), quick_path
-    return _compile_lowered(jitted, jitted.lower(*args, **kwargs), key, sig, quick), None
+    return _compile_lowered(jitted, jitted.lower(*args, **kwargs), key, sig, quick)[0], None
 
 
 def _compile_lowered(jitted, lowered, key: str | None, sig, quick: bool | str = False):
-    """The executable of ``lowered``: a ``_Quick`` with ``quick``, else fully optimised
-    (saved under ``key`` when that is given)."""
+    """(the executable of ``lowered``, the seconds its compile took): a ``_Quick`` with
+    ``quick``, else fully optimised (saved under ``key`` when that is given)."""
+    exe, seconds = _compile_saved(lowered, key, sig, quick=quick, timed=True)
     if quick:
-        exe, seconds = _compile_saved(lowered, key, sig, quick=quick, timed=True)
         quick_path = None if key is None else _file_for(key + ":quick", sig)
-        return _Quick(exe, seconds, jitted, lowered, key, sig, quick_path)
-    return _compile_saved(lowered, key, sig, quick=False)
+        exe = _Quick(exe, seconds, jitted, lowered, key, sig, quick_path)
+    return exe, seconds
 
 
 def compile_together(jobs) -> None:
@@ -641,21 +649,8 @@ def _compile_saved(lowered, key: str | None, sig, quick: bool | str, timed: bool
     options = (lean_options() if quick == "lean" else quick_options()) if quick else None
     targets = set(_CUSTOM_CALL.findall(lowered.as_text())) if key is not None else set()
     savable = key is not None and all(t.startswith("lapack_") for t in targets)
-    events: dict = {}
-    me = threading.get_ident()
-
-    def listen(event, duration=None, **_):
-        # JAX records events in the thread that compiles: another thread's compile
-        # (``compile_together``) is not this one's.
-        if threading.get_ident() == me:
-            events[event] = events.get(event, 0.0) + (duration or 0.0)
-
-    def listen_event(event, **_):
-        listen(event)
-
-    from jax._src import config as jax_config, monitoring
-    monitoring.register_event_listener(listen_event)
-    monitoring.register_event_duration_secs_listener(listen)
+    from jax._src import config as jax_config
+    events = _collect_events()
     t = time.perf_counter()
     try:
         if savable:
@@ -666,8 +661,7 @@ def _compile_saved(lowered, key: str | None, sig, quick: bool | str, timed: bool
         else:
             compiled = lowered.compile(options)
     finally:
-        _unregister(monitoring, listen_event)
-        _unregister(monitoring, listen, duration=True)
+        _thread_events.current = None
     seconds = time.perf_counter() - t
     if "/jax/compilation_cache/cache_hits" in events:
         # Loaded from JAX's cache: what the compile had cost is what counts for promotion.
@@ -679,14 +673,32 @@ def _compile_saved(lowered, key: str | None, sig, quick: bool | str, timed: bool
     return (compiled, seconds) if timed else compiled
 
 
-def _unregister(monitoring, listen, duration=False):
-    try:
-        if duration:
-            monitoring.unregister_event_duration_listener(listen)
-        else:
-            monitoring.unregister_event_listener(listen)
-    except Exception:       # noqa: BLE001 - an older JAX: leave it (it only appends)
-        pass
+_thread_events = threading.local()
+_listening: list = []
+
+
+def _collect_events() -> dict:
+    """A fresh dict that collects the JAX monitoring events of this thread (durations
+    summed, plain events counted as 0 s) until ``_thread_events.current`` is reset.
+
+    One listener stays registered for the process: JAX calls its listeners from a
+    plain list, which registering and removing listeners from several compiling
+    threads (``compile_together``) would change under another thread's loop.
+    """
+    with _lock:
+        if not _listening:
+            from jax._src import monitoring
+
+            def listen(event, duration=None, **_):
+                events = getattr(_thread_events, "current", None)
+                if events is not None:
+                    events[event] = events.get(event, 0.0) + (duration or 0.0)
+
+            monitoring.register_event_listener(lambda event, **kw: listen(event))
+            monitoring.register_event_duration_secs_listener(listen)
+            _listening.append(listen)
+    _thread_events.current = {}
+    return _thread_events.current
 
 
 def _load(path: str, sig):

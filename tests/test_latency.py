@@ -167,6 +167,20 @@ def test_a_batch_compiles_its_programs_together_before_running_them(monkeypatch)
     np.testing.assert_array_equal(np.asarray(ahead.status), np.asarray(at_call.status))
 
 
+@pytest.mark.parametrize("method", ["lbfgs", "gd"])
+def test_programs_compiled_ahead_are_the_ones_the_call_runs(method):
+    # L-BFGS's and gradient ascent's optax states hold weakly typed scalars: the shapes
+    # compiled ahead must carry them, or the loop program compiles twice.
+    from jaxmle import _batch
+
+    model, _ = _counting_normal()
+    xs = np.random.default_rng(4).normal(5.0, 2.0, (16, 8))
+    jm.fit_batch(model, xs, method=method, max_iter=50)
+    fitter = next(fn for fn in model._compiled.values() if isinstance(fn, _batch.BatchFitter))
+    for name in ("ready", "start", "advance", "finish_host"):
+        assert getattr(fitter, name)._cache_size() == 1, name
+
+
 def test_a_new_model_of_the_same_function_reuses_the_programs():
     def make(factor):
         # A re-run notebook cell: a new function object with the same code and closure.
