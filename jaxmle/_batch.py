@@ -66,7 +66,10 @@ class BatchFitter:
         model = self.model = stages.model
         # The data is made ready (masked entries replaced, model.prepare applied) once.
         self.ready = jit(jax.vmap(lambda d, m: ready_data(model, d, m), in_axes=ax[2:]))
-        self.start = jit(jax.vmap(stages.start, in_axes=ax))
+        # The start's carry is strongly typed, as the loop's own carry is: L-BFGS's and
+        # gradient ascent's optax states start with weakly typed scalars, which gave the
+        # loop program a second signature (compiled again) when stragglers stepped on.
+        self.start = jit(jax.vmap(lambda *a: _strong(stages.start(*a)), in_axes=ax))
         self.finish = jit(jax.vmap(stages.finish, in_axes=(0,) + ax))
         # Up to HOST_INVERT_MAX datasets the information matrices are inverted on the
         # host (``conclude``), by a finish program without the inversion: compiling it
@@ -253,6 +256,11 @@ class BatchFitter:
         """Whether a loop program for fewer than ``size`` lanes (same data) is compiled."""
         rest = self._signature(sub, sub_args)
         return any(tuple(a[1:] for a in shapes) == rest and shapes[0][0] < size for shapes in self._shapes)
+
+
+def _strong(tree):
+    """``tree`` with weakly typed arrays made strong (same dtype, same values)."""
+    return jax.tree_util.tree_map(lambda x: jax.lax.convert_element_type(x, x.dtype), tree)
 
 
 @lazy_jit

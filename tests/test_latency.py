@@ -7,6 +7,7 @@ not compiled again (timings are never asserted; benchmarks/latency.py measures t
 import os
 import subprocess
 import sys
+import warnings
 
 import jax
 import jax.numpy as jnp
@@ -179,6 +180,17 @@ def test_programs_compiled_ahead_are_the_ones_the_call_runs(method):
     fitter = next(fn for fn in model._compiled.values() if isinstance(fn, _batch.BatchFitter))
     for name in ("ready", "start", "advance", "finish_host"):
         assert getattr(fitter, name)._cache_size() == 1, name
+    # Stragglers stepping on in smaller buckets: one loop program per bucket size (the
+    # start's carry is as strongly typed as the loop's own).
+    model, _ = _counting_normal()
+    xs = np.random.default_rng(1).normal(5.0, 2.0, (1024, 20))
+    xs[:40] *= 50.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")     # gradient ascent leaves some at MAX_ITER
+        jm.fit_batch(model, xs, method=method, max_iter=3000, compact=True)
+    fitter = next(fn for fn in model._compiled.values() if isinstance(fn, _batch.BatchFitter))
+    sizes = [sig[1][0][1][0] for sig in fitter.advance._executables]
+    assert len(sizes) >= 2 and len(set(sizes)) == len(sizes)
 
 
 def test_a_new_model_of_the_same_function_reuses_the_programs():
