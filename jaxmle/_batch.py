@@ -133,8 +133,9 @@ class BatchFitter:
         at this size (the step counts are read only then: reading them waits for the loop)."""
         size = sub_args[0].shape[0]
         before, t0 = _compile_clock[0], time.perf_counter()
-        out, steps, extra = self.advance(sub, *sub_args, jnp.int32(threshold), jnp.int32(max_steps),
-                                         jnp.int32(grace))
+        # NumPy scalars: jnp.int32(...) compiles a conversion program at its first call.
+        out, steps, extra = self.advance(sub, *sub_args, np.int32(threshold), np.int32(max_steps),
+                                         np.int32(grace))
         compiled = _compile_clock[0] - before
         shapes = tuple(a.shape for a in jax.tree_util.tree_leaves((sub, *sub_args)))
         if compiled > 0 and shapes not in self._shapes:
@@ -342,5 +343,7 @@ def run_chunks(fn, args, B: int, chunk_size, progress, mesh):
             dst[c * size : (c + 1) * size] = h
         del out, host
     if n_chunks > 1:
-        return jax.tree_util.tree_map(lambda a: jnp.asarray(a[:B]), merged)
+        # device_put, not jnp.asarray: with jax 0.10 the latter compiles a small program
+        # for each new shape and dtype (~15-20 ms each, six for the demo's results).
+        return jax.tree_util.tree_map(lambda a: jax.device_put(a[:B]), merged)
     return jax.tree_util.tree_map(lambda a: a[:B], merged)

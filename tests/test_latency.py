@@ -193,6 +193,46 @@ def test_programs_compiled_ahead_are_the_ones_the_call_runs(method):
     assert len(sizes) >= 2 and len(set(sizes)) == len(sizes)
 
 
+def _programs_built(fn):
+    """(fn(), how many XLA programs JAX lowered meanwhile: op-by-op ones included)."""
+    from jax._src import monitoring
+    n = []
+
+    def listen(event, duration, **_):
+        if event == "/jax/core/compile/jaxpr_to_mlir_module_duration":
+            n.append(1)
+
+    monitoring.register_event_duration_secs_listener(listen)
+    try:
+        return fn(), len(n)
+    finally:
+        monitoring.unregister_event_duration_listener(listen)
+
+
+def test_host_steps_compile_nothing():
+    # With jax 0.10, jnp.asarray of a NumPy array and jax.numpy operations outside a
+    # program each compile a small program per shape (10-50 ms each): padding, checking a
+    # mask, building the ready models' specs and gathering a chunked batch's results
+    # are NumPy and device_put.
+    rng = np.random.default_rng(5)
+    lengths = rng.integers(3, 30, 50)
+    (padded, mask), n = _programs_built(lambda: jm.pad([rng.normal(5, 2, int(k)) for k in lengths]))
+    assert n == 0
+    from jaxmle._data import check_mask
+    _, n = _programs_built(lambda: check_mask(np.asarray(mask).astype(int), padded, 50))
+    assert n == 0
+    _, n = _programs_built(lambda: check_mask(mask, padded, 50))
+    assert n == 0
+    _, n = _programs_built(lambda: (jm.models.logistic(4), jm.models.linear(3), jm.models.softmax(3, 4),
+                                    jm.models.gaussian_mixture(2)))
+    assert n == 0
+    model, _ = _counting_normal()
+    jm.fit_batch(model, padded, mask=mask, chunk_size=16)      # compiles its programs
+    other = np.asarray(padded) + 1.0
+    again, n = _programs_built(lambda: jm.fit_batch(model, other, mask=mask, chunk_size=16))
+    assert n == 0 and again.params["mu"].shape == (50,)
+
+
 def test_a_new_model_of_the_same_function_reuses_the_programs():
     def make(factor):
         # A re-run notebook cell: a new function object with the same code and closure.

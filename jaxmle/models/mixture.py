@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.scipy import stats
 from jax.scipy.special import logsumexp
 
@@ -95,12 +96,13 @@ def gaussian_mixture(n_components: int, dim: int | None = None, covariance: str 
             )
 
     spec = {
-        "weights": Simplex(jnp.full((K,), 1.0 / K)) if K > 1 else Fixed(jnp.ones(1)),
-        "means": jnp.linspace(-1.0, 1.0, K).reshape((K,) + (() if dim is None else (1,))) * jnp.ones(shape),
+        # Host arrays: jax.numpy here compiled a small program per operation.
+        "weights": Simplex(np.full((K,), 1.0 / K)) if K > 1 else Fixed(np.ones(1)),
+        "means": np.linspace(-1.0, 1.0, K).reshape((K,) + (() if dim is None else (1,))) * np.ones(shape),
     }
     if full:
-        spec["covs"] = PositiveDefinite(jnp.broadcast_to(jnp.eye(dim), (K, dim, dim)))
+        spec["covs"] = PositiveDefinite(np.broadcast_to(np.eye(dim), (K, dim, dim)))
     else:
-        spec["scales"] = Positive(jnp.ones(shape))
+        spec["scales"] = Positive(np.ones(shape))
     return Model(loglik, spec, name=f"gaussian_mixture_{K}_{covariance}", validate=validate,
                  em_step=em_step, init_fn=init_fn)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.scipy.special import gammaln, log_ndtr, ndtri
 
 from .. import _linalg, _solve
@@ -140,7 +141,7 @@ def linear(k: int, cov: str = "observed") -> Model:
     def row(eta, p, d):
         return jax.scipy.stats.norm.logpdf(d["y"], eta, p["sigma"])
 
-    model = Model(_linear_in_x(row), {"beta": jnp.zeros(k), "sigma": Positive(1.0)}, name="linear",
+    model = Model(_linear_in_x(row), {"beta": np.zeros(k), "sigma": Positive(1.0)}, name="linear",
                   validate=_validator(k), start=_ols_start)
     # Not named ``residuals``: that would make method="auto" pick Levenberg-Marquardt.
     model.gn_residuals = lambda p, d: d["y"] - d["X"] @ p["beta"]
@@ -158,7 +159,7 @@ def logistic(k: int) -> Model:
 
     start = _glm_start(lambda y: (y + 0.5) / 2, jax.scipy.special.logit,
                        lambda eta: jax.nn.sigmoid(eta) * jax.nn.sigmoid(-eta), lambda mu: mu * (1 - mu))
-    model = Model(_linear_in_x(row), {"beta": jnp.zeros(k)}, name="logistic", validate=_validator(k), start=start)
+    model = Model(_linear_in_x(row), {"beta": np.zeros(k)}, name="logistic", validate=_validator(k), start=start)
     return _ready(model, lambda p, d: jax.nn.sigmoid(d["X"] @ p["beta"]), row=row)
 
 
@@ -170,7 +171,7 @@ def probit(k: int) -> Model:
         return d["y"] * log_ndtr(eta) + (1 - d["y"]) * log_ndtr(-eta)
 
     start = _glm_start(lambda y: (y + 0.5) / 2, ndtri, jax.scipy.stats.norm.pdf, lambda mu: mu * (1 - mu))
-    model = Model(_linear_in_x(row), {"beta": jnp.zeros(k)}, name="probit", validate=_validator(k), start=start)
+    model = Model(_linear_in_x(row), {"beta": np.zeros(k)}, name="probit", validate=_validator(k), start=start)
     return _ready(model, lambda p, d: jax.scipy.special.ndtr(d["X"] @ p["beta"]), row=row)
 
 
@@ -186,7 +187,7 @@ def poisson(k: int) -> Model:
         return d["y"] * eta - jnp.exp(eta) - gammaln(d["y"] + 1.0)
 
     start = _glm_start(lambda y: y + 0.1, jnp.log, jnp.exp, lambda mu: mu)
-    model = Model(_linear_in_x(row), {"beta": jnp.zeros(k)}, name="poisson",
+    model = Model(_linear_in_x(row), {"beta": np.zeros(k)}, name="poisson",
                   validate=_validator(k, optional=("offset",)), start=start)
     return _ready(model, lambda p, d: jnp.exp(d["X"] @ p["beta"] + d.get("offset", 0.0)), row=row)
 
@@ -212,5 +213,5 @@ def softmax(k: int, n_classes: int) -> Model:
         logits = jnp.concatenate([jnp.zeros(eta.shape[:-1] + (1,), eta.dtype), eta], axis=-1)
         return jax.nn.softmax(logits, axis=-1)
 
-    model = Model(loglik, {"beta": jnp.zeros((k, n_classes - 1))}, name="softmax", validate=_validator(k))
+    model = Model(loglik, {"beta": np.zeros((k, n_classes - 1))}, name="softmax", validate=_validator(k))
     return _ready(model, mean_fn)

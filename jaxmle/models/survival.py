@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from .._data import float_dtype
 from .._model import Model
@@ -100,7 +101,7 @@ def cox(k: int, ties: str = "breslow") -> Model:
             terms = terms - ev * jnp.log1p(-d["frac"] * E / S)
         return terms[d["inv"]]
 
-    model = Model(loglik, {"beta": jnp.zeros(k)}, name=f"cox_{ties}", validate=_cox_validator(k),
+    model = Model(loglik, {"beta": np.zeros(k)}, name=f"cox_{ties}", validate=_cox_validator(k),
                   prepare=_cox_prepare)
     # Each term reads its whole risk set: padding rows to a shape bucket would change
     # it, so fits run at the data's exact length (no padded trial compile first).
