@@ -520,7 +520,7 @@ def group_pad(data: Any, by: str, fill: float | str | None = None) -> tuple[Any,
     """
     columns, codes, groups = split_groups(data, by)
     padded, mask = scatter_pad(columns, codes, len(groups), fill)
-    return jax.tree_util.tree_map(jnp.asarray, padded), jnp.asarray(mask), groups
+    return jax.tree_util.tree_map(jax.device_put, padded), jax.device_put(mask), groups
 
 
 # -- shape buckets --------------------------------------------------------------------

@@ -182,7 +182,8 @@ def _derived_profile(result, fn, q):
         return jit(one)
 
     key = ("derived_profile", batched, mask is not None, n_static, float(q))
-    lo, hi = _cached(model, key, fn, build)(result.z, result.fixed, -result.logpost, result._data, mask)
+    f_hat = -np.asarray(result.logpost)      # on the host: a negation outside a program compiles one
+    lo, hi = _cached(model, key, fn, build)(result.z, result.fixed, f_hat, result._data, mask)
     return np.asarray(lo), np.asarray(hi)
 
 
@@ -230,6 +231,8 @@ def robust_cov(result):
         return jit(core)
 
     fn = model.compiled(("robust", batched, mask is not None), build)
-    cov = fn(result.z, result.fixed, data, mask)
-    bad = ~jnp.isfinite(result.cov[..., 0, 0]) if result.cov.size else False
-    return jnp.where(jnp.reshape(bad, np.shape(bad) + (1, 1)), jnp.nan, cov)
+    cov = np.asarray(fn(result.z, result.fixed, data, mask))
+    # On the host, as the fit's own covariance (jax.numpy here compiled a program per operation).
+    ref = np.asarray(result.cov)
+    bad = ~np.isfinite(ref[..., 0, 0]) if ref.size else False
+    return np.where(np.reshape(bad, np.shape(bad) + (1, 1)), np.nan, cov)

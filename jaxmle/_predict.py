@@ -193,8 +193,9 @@ def _residual_jacobian(res):
         return r(flat), jax.jacfwd(r)(flat)
 
     fn = model.compiled(("gn_jacobian", batched), lambda: jit(jax.vmap(one) if batched else one))
-    leaves = [jnp.asarray(v) for v in jax.tree_util.tree_leaves(res.params)]
-    r, J = (np.asarray(a) for a in fn(jnp.asarray(res.estimate_flat), leaves, res._data))
+    # device_put, not jnp.asarray (which compiles a program per shape outside a program).
+    leaves = [jax.device_put(v) for v in jax.tree_util.tree_leaves(res.params)]
+    r, J = (np.asarray(a) for a in fn(jax.device_put(res.estimate_flat), leaves, res._data))
     mask = res._mask
     mask = np.ones(r.shape, bool) if mask is None else np.asarray(mask, bool)
     r = np.where(mask, r, 0.0)

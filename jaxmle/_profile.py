@@ -588,8 +588,9 @@ def profile_intervals(result, level: float = 0.95, progress: bool | None = None,
     # Per-dataset arguments when batched (chunks slice every leading axis).
     lead = np.shape(result.loglik)
     lanes = (np.repeat(elements, 2), np.repeat(jz_all, 2), np.tile([-1.0, 1.0], m))
-    lanes = tuple(jnp.asarray(np.broadcast_to(a, lead + a.shape)) for a in lanes)
-    extra = (result.fixed, result.logpost, jnp.full(lead, q, result.z.dtype), lanes)
+    # device_put and NumPy: jnp.asarray / jnp.full outside a program compile one each.
+    lanes = tuple(jax.device_put(np.ascontiguousarray(np.broadcast_to(a, lead + a.shape))) for a in lanes)
+    extra = (result.fixed, result.logpost, jax.device_put(np.full(lead, q, result.z.dtype)), lanes)
     bounds, edge = _run(fn, (result.z, extra, data, mask), batched, progress)
     lead = bounds.shape[:-1]
     bounds = np.asarray(bounds).reshape(lead + (m, 2))

@@ -356,10 +356,10 @@ def _closed_form_result(name, x, batched):
         ll = -n * np.log(high - low)
     cls = BatchFitResult if batched else FitResult
     return cls.closed_form(
-        model, "closed_form", params={"low": jnp.asarray(low), "high": jnp.asarray(high)},
-        z=jnp.stack([low, high], axis=-1), loglik=jnp.asarray(ll), n_obs=jnp.asarray(n),
+        model, "closed_form", params={"low": jax.device_put(low), "high": jax.device_put(high)},
+        z=jax.device_put(np.stack([low, high], axis=-1)), loglik=jax.device_put(ll), n_obs=jax.device_put(n),
         # A sample of identical values has no maximum: NONFINITE for that dataset.
-        status=jnp.asarray(np.where(degenerate, Status.NONFINITE, Status.AT_BOUNDARY), jnp.int32),
+        status=jax.device_put(np.where(degenerate, Status.NONFINITE, Status.AT_BOUNDARY).astype(np.int32)),
     )
 
 

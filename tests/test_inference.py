@@ -157,3 +157,18 @@ def test_parametric_bootstrap():
 def test_bootstrap_needs_key():
     with pytest.raises(ValueError, match="key="):
         jm.bootstrap(normal_model(), jnp.ones(5) + jnp.arange(5.0), n=10)
+
+
+def test_chi2_survival_on_the_host_matches_scipy():
+    from scipy import stats
+
+    from jaxmle._stats import chi2_sf
+
+    for df in (1, 2, 3, 4, 7, 10, 51, 400):
+        x = np.concatenate([np.linspace(0.0, 5.0 * df + 50.0, 200), [1e-12, 1e3, 5e3]])
+        want = stats.chi2.sf(x, df)
+        got = chi2_sf(x, df)
+        ok = want > 1e-300
+        np.testing.assert_allclose(got[ok], want[ok], rtol=1e-12)
+        assert np.all(got[~ok] < 1e-290)
+    assert chi2_sf(-1.0, 2) == 1.0 and chi2_sf(np.inf, 3) == 0.0 and np.isnan(chi2_sf(np.nan, 3))

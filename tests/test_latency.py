@@ -227,6 +227,10 @@ def test_host_steps_compile_nothing():
                                     jm.models.gaussian_mixture(2)))
     assert n == 0
     model, _ = _counting_normal()
+    full = jm.fit(model, X)
+    restricted = jm.fit(jm.Model(model.loglik, {"mu": jm.Fixed(250.0), "sigma": jm.Positive(1.0)}), X)
+    test, n = _programs_built(lambda: jm.lr_test(restricted, full))
+    assert n == 0 and 0.0 <= float(test.pvalue) <= 1.0
     jm.fit_batch(model, padded, mask=mask, chunk_size=16)      # compiles its programs
     other = np.asarray(padded) + 1.0
     again, n = _programs_built(lambda: jm.fit_batch(model, other, mask=mask, chunk_size=16))
