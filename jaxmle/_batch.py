@@ -260,8 +260,14 @@ class BatchFitter:
 
 
 def _strong(tree):
-    """``tree`` with weakly typed arrays made strong (same dtype, same values)."""
-    return jax.tree_util.tree_map(lambda x: jax.lax.convert_element_type(x, x.dtype), tree)
+    """``tree`` with weakly typed arrays made strong (same dtype, same values); other
+    leaves (PRNG keys included) as they are."""
+    def strong(x):
+        aval = jax.typeof(x) if hasattr(jax, "typeof") else jax.core.get_aval(x)
+        weak = getattr(aval, "weak_type", False)
+        return jax.lax.convert_element_type(x, x.dtype) if weak else x
+
+    return jax.tree_util.tree_map(strong, tree)
 
 
 @lazy_jit

@@ -615,18 +615,16 @@ def _compile_lowered(jitted, lowered, key: str | None, sig, quick: bool | str = 
 
 def compile_together(jobs) -> None:
     """Run the ``compile`` functions of ``_Program.ahead`` at the same time, one thread each
-    (up to the machine's cores). XLA compiles a program on one thread and without
-    Python's lock, so the programs a call is about to run compile side by side (a
-    batch's start, loop and finish programs). A compile that fails here is left to the
-    program's own call, which compiles again and raises there.
+    (one after the other on a single core). XLA compiles a program on one thread and
+    without Python's lock, so the programs a call is about to run compile side by side
+    (a batch's start, loop and finish programs). A compile that fails here is left to
+    the program's own call, which compiles again and raises there.
     """
     jobs = [j for j in jobs if j is not None]
     if len(jobs) < 2 or (os.cpu_count() or 1) < 2:
         for job in jobs:
             _quietly(job)
         return
-    # The biggest programs are lowered last (they come last in a call's order): start them first.
-    jobs = jobs[::-1]
     threads = [threading.Thread(target=_quietly, args=(job,), daemon=True) for job in jobs[1:]]
     for t in threads:
         t.start()
