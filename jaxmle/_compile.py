@@ -377,6 +377,16 @@ class _Program:
         if exe is not _NOT_SAVED and self.one_tier and self._tier != "full":
             self._tier = "quick" if isinstance(exe, _Quick) else "full"
 
+    def runs_quick(self, *args, **kwargs) -> bool:
+        """Whether a call with such arguments runs a quickly compiled executable that is
+        not promoted yet (False when none is compiled for them)."""
+        leaves, tree = jax.tree_util.tree_flatten((args, kwargs))
+        try:
+            sig = (tree, tuple(_aval(x) for x in leaves))
+        except _NotSaved:
+            return False
+        return isinstance(self._executables.get(sig), _Quick) and self._tier != "full"
+
     def known(self, *args, **kwargs) -> bool:
         """Whether a call with such arguments finds its executable compiled in this process
         or saved on disk (or goes through ``jax.jit`` itself, which caches it there)."""

@@ -516,6 +516,53 @@ def test_a_program_starts_quick_and_is_optimised_once_its_runs_cost_its_compile(
     assert len(now) == 1 and now != saved          # the optimised program replaced the quick one
 
 
+def test_a_quick_batch_loop_runs_in_segments_with_the_steps_of_one_call(monkeypatch):
+    # While a batch's loop program is quick code it runs in doubling segments, so a long
+    # call can switch to the optimised code part way (see BatchFitter._advance); the
+    # segments take exactly the steps one call takes: the same numbers bit for bit.
+    if not _tiers_on():
+        pytest.skip("no compile tiers on this backend")
+    from jaxmle import _batch
+
+    xs = np.random.default_rng(6).normal(3.0, 2.0, (40, 20))
+    xs[:3] *= 300.0
+
+    def run(segment, promote_after):
+        monkeypatch.setattr(_batch, "QUICK_SEGMENT", segment)
+        monkeypatch.setattr(_compile, "PROMOTE_AFTER", promote_after)
+        model, _ = _counting_normal()          # a fresh model: its own programs
+        calls = []
+        prog_call = _compile._Program.__call__
+
+        def spy(self, *a, **k):
+            if getattr(self._fn, "__name__", "") == "advance":
+                calls.append(int(a[-2]))
+            return prog_call(self, *a, **k)
+
+        monkeypatch.setattr(_compile._Program, "__call__", spy)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            res = jm.fit_batch(model, xs, method="gd", max_iter=300)
+        monkeypatch.setattr(_compile._Program, "__call__", prog_call)
+        return res, calls
+
+    whole, one = run(10 ** 9, 1e9)               # quick code, one call
+    parts, many = run(4, 1e9)                    # quick code, segments of 4, 8, 16, ...
+    assert len(one) == 1 and len(many) > 3 and many[:3] == [4, 8, 16]
+    for k in whole.params:
+        np.testing.assert_array_equal(np.asarray(whole.params[k]), np.asarray(parts.params[k]))
+    np.testing.assert_array_equal(np.asarray(whole.status), np.asarray(parts.status))
+    np.testing.assert_array_equal(np.asarray(whole.n_iter), np.asarray(parts.n_iter))
+    # Promoted after the first segment: the rest runs in one call of optimised code.
+    promoted, calls = run(4, 0.0)
+    assert len(calls) == 2 and calls[0] == 4
+    both = np.asarray(promoted.converged) & np.asarray(whole.converged)
+    assert both.sum() >= 30
+    for k in whole.params:      # the two tiers round differently: converged fits agree
+        np.testing.assert_allclose(np.asarray(promoted.params[k])[both], np.asarray(whole.params[k])[both],
+                                   rtol=1e-5)
+
+
 def test_small_programs_compile_lean_and_batch_loops_and_bigger_ones_do_not(monkeypatch):
     # Lean: the quick options plus LEAN_OPTIONS (no loop-invariant code motion) for
     # programs of small arguments; a batch's loop program (one_tier) and arguments over
