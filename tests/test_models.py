@@ -156,3 +156,25 @@ def test_cox_vs_statsmodels_phreg(ties):
     np.testing.assert_allclose(res.params["beta"], ref.params, rtol=1e-6)
     np.testing.assert_allclose(res.stderr["beta"], ref.bse, rtol=1e-5)
     np.testing.assert_allclose(res.loglik, ref.llf, rtol=1e-10)
+
+
+def test_ready_models_refuse_out_of_range_y():
+    # An out-of-range label gave a fit that ran and reported nonsense (a logistic fit of
+    # 1/2 codes: log-likelihood +5167, LINESEARCH_FAILED); now a ValueError names it.
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(60, 2))
+    y01 = (rng.random(60) < 0.5).astype(float)
+    cases = [
+        (jm.models.logistic(2), y01 + 1.0, r"logistic: y must be 0 or 1"),
+        (jm.models.probit(2), y01 - 0.5, r"probit: y must be 0 or 1"),
+        (jm.models.poisson(2), -y01, r"poisson: y must be a count >= 0"),
+        (jm.models.softmax(2, 3), rng.integers(1, 4, 60), r"softmax: y must be an integer class label 0\.\.2"),
+        (jm.models.softmax(2, 3), rng.integers(0, 3, 60) + 0.5, r"softmax: y must be an integer class label"),
+    ]
+    for model, y, message in cases:
+        with pytest.raises(ValueError, match=message):
+            jm.fit(model, {"X": X, "y": y})
+    # Proportions are allowed for logistic regression, and NaN padding under a mask.
+    assert jm.fit(jm.models.logistic(2), {"X": X, "y": np.clip(y01, 0.2, 0.8)}).converged
+    data, mask = jm.pad([{"X": X[:20], "y": y01[:20]}, {"X": X[:45], "y": y01[:45]}])
+    assert jm.fit_batch(jm.models.logistic(2), data, mask=mask).status_counts() == {"CONVERGED": 2}

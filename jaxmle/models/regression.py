@@ -29,7 +29,37 @@ def _check_k(k, what="k"):
         raise ValueError(f"{what} must be a positive int (number of columns of X), got {k!r}")
 
 
-def _validator(k, keys=("X", "y"), optional=()):
+def _y_values(what: str, ok, hint: str = ""):
+    """A check of ``y``'s values for ``_validator``: ``ok(values)`` marks the allowed ones.
+
+    Non-finite entries are left to the NaN check (they may be a ragged batch's NaN
+    padding, which the mask covers); an out-of-range label would otherwise give a fit
+    that runs and reports nonsense (a logistic fit of 1/2 labels: log-likelihood > 0)."""
+    def check(y, model_name):
+        v = np.asarray(y)
+        finite = np.isfinite(v) if v.dtype.kind in "fc" else np.ones(v.shape, bool)
+        with np.errstate(invalid="ignore"):
+            bad = finite & ~ok(v)
+        if bad.any():
+            where = tuple(int(i) for i in np.argwhere(bad)[0])
+            raise ValueError(
+                f"{model_name}: y must be {what}; got {v[where].item()!r} at index {where} ({int(bad.sum())} "
+                f"such values).{hint} Padding of a ragged batch should be NaN (jm.pad's default) under its mask")
+    return check
+
+
+_PROBABILITY = _y_values("0 or 1 (or a proportion in [0, 1])", lambda v: (v >= 0) & (v <= 1),
+                         " Recode y to 0/1 (e.g. y == 'yes', or y - 1 for 1/2 codes).")
+_COUNT = _y_values("a count >= 0", lambda v: v >= 0)
+
+
+def _labels(n_classes: int):
+    return _y_values(f"an integer class label 0..{n_classes - 1}",
+                     lambda v: (v >= 0) & (v < n_classes) & (v == np.floor(v)),
+                     " Recode y to 0..n_classes-1 (e.g. y - 1 for labels counted from 1).")
+
+
+def _validator(k, keys=("X", "y"), optional=(), y_check=None, model_name="this model"):
     def validate(data, batched):
         if not isinstance(data, dict) or not set(keys) <= set(data):
             got = sorted(data) if isinstance(data, dict) else type(data).__name__
@@ -46,6 +76,8 @@ def _validator(k, keys=("X", "y"), optional=()):
             v = data[name]
             if v.shape != X.shape[:-1]:
                 raise ValueError(f"{name} has shape {v.shape}; expected {X.shape[:-1]} (one per row of X)")
+        if y_check is not None:
+            y_check(data["y"], model_name)
 
     return validate
 
@@ -159,7 +191,8 @@ def logistic(k: int) -> Model:
 
     start = _glm_start(lambda y: (y + 0.5) / 2, jax.scipy.special.logit,
                        lambda eta: jax.nn.sigmoid(eta) * jax.nn.sigmoid(-eta), lambda mu: mu * (1 - mu))
-    model = Model(_linear_in_x(row), {"beta": np.zeros(k)}, name="logistic", validate=_validator(k), start=start)
+    model = Model(_linear_in_x(row), {"beta": np.zeros(k)}, name="logistic",
+                  validate=_validator(k, y_check=_PROBABILITY, model_name="logistic"), start=start)
     return _ready(model, lambda p, d: jax.nn.sigmoid(d["X"] @ p["beta"]), row=row)
 
 
@@ -171,7 +204,8 @@ def probit(k: int) -> Model:
         return d["y"] * log_ndtr(eta) + (1 - d["y"]) * log_ndtr(-eta)
 
     start = _glm_start(lambda y: (y + 0.5) / 2, ndtri, jax.scipy.stats.norm.pdf, lambda mu: mu * (1 - mu))
-    model = Model(_linear_in_x(row), {"beta": np.zeros(k)}, name="probit", validate=_validator(k), start=start)
+    model = Model(_linear_in_x(row), {"beta": np.zeros(k)}, name="probit",
+                  validate=_validator(k, y_check=_PROBABILITY, model_name="probit"), start=start)
     return _ready(model, lambda p, d: jax.scipy.special.ndtr(d["X"] @ p["beta"]), row=row)
 
 
@@ -188,7 +222,7 @@ def poisson(k: int) -> Model:
 
     start = _glm_start(lambda y: y + 0.1, jnp.log, jnp.exp, lambda mu: mu)
     model = Model(_linear_in_x(row), {"beta": np.zeros(k)}, name="poisson",
-                  validate=_validator(k, optional=("offset",)), start=start)
+                  validate=_validator(k, optional=("offset",), y_check=_COUNT, model_name="poisson"), start=start)
     return _ready(model, lambda p, d: jnp.exp(d["X"] @ p["beta"] + d.get("offset", 0.0)), row=row)
 
 
@@ -213,5 +247,6 @@ def softmax(k: int, n_classes: int) -> Model:
         logits = jnp.concatenate([jnp.zeros(eta.shape[:-1] + (1,), eta.dtype), eta], axis=-1)
         return jax.nn.softmax(logits, axis=-1)
 
-    model = Model(loglik, {"beta": np.zeros((k, n_classes - 1))}, name="softmax", validate=_validator(k))
+    model = Model(loglik, {"beta": np.zeros((k, n_classes - 1))}, name="softmax",
+                  validate=_validator(k, y_check=_labels(n_classes), model_name="softmax"))
     return _ready(model, mean_fn)
