@@ -62,7 +62,8 @@ def lr_test(restricted, full) -> LRTResult:
     # NumPy (reporting): jax.numpy here compiled a program per operation (~0.4 s).
     diff = np.asarray(full.loglik) - np.asarray(restricted.loglik)
     stat = np.maximum(2.0 * diff, 0.0)
-    return LRTResult(stat, df, chi2_sf(stat, df).astype(stat.dtype))
+    # [()] : a NumPy scalar for one test, as the statistic is, an array for a batch.
+    return LRTResult(stat, df, chi2_sf(stat, df).astype(np.result_type(stat))[()])
 
 
 # -- bootstrap ------------------------------------------------------------------------
