@@ -377,8 +377,13 @@ def check_mask(mask, data, batch: int | None):
             + (" per dataset" if batch is not None else "")
             + " (jm.pad returns a matching mask)"
         )
-    if not host.any(axis=-1).all():
-        raise ValueError("mask has a dataset with no observations (all False): nothing to fit")
+    empty = ~host.any(axis=-1)
+    if empty.any():
+        which = np.flatnonzero(np.atleast_1d(empty))
+        where = "" if batch is None else f" (dataset {int(which[0])}" + (
+            f" and {which.size - 1} more)" if which.size > 1 else ")")
+        raise ValueError(f"mask has a dataset with no observations (all False){where}: nothing to fit; drop it "
+                         "or give it at least one True")
     return mask if on_device and mask.dtype == bool else jax.device_put(host)
 
 

@@ -212,3 +212,11 @@ def test_non_numeric_start_values_name_the_parameter():
     for bad in ("", "x", np.array(1j)):
         with pytest.raises(TypeError, match="parameter 'mu': the initial value .* is not numeric"):
             jm.fit(m, np.array([1.0, 2.0]), init={"mu": bad})
+
+
+def test_an_empty_dataset_in_a_batch_mask_is_named():
+    model = jm.Model(lambda p, x: jax.scipy.stats.norm.logpdf(x, p["mu"], 1.0), {"mu": 0.0})
+    mask = np.ones((4, 5), bool)
+    mask[2] = mask[3] = False
+    with pytest.raises(ValueError, match=r"no observations \(all False\) \(dataset 2 and 1 more\)"):
+        jm.fit_batch(model, np.zeros((4, 5)), mask=mask)
