@@ -328,7 +328,7 @@ class _Program:
         if self._persist is None and quick_options() is None:
             return self._jitted(*args, **kwargs)
         try:
-            sig = (tree, tuple(_aval(x) for x in leaves))
+            sig = _signature(leaves, tree)
         except _NotSaved:
             return self._jitted(*args, **kwargs)
         exe = self._executables.get(sig)
@@ -380,9 +380,8 @@ class _Program:
     def runs_quick(self, *args, **kwargs) -> bool:
         """Whether a call with such arguments runs a quickly compiled executable that is
         not promoted yet (False when none is compiled for them)."""
-        leaves, tree = jax.tree_util.tree_flatten((args, kwargs))
         try:
-            sig = (tree, tuple(_aval(x) for x in leaves))
+            sig = _signature(*jax.tree_util.tree_flatten((args, kwargs)))
         except _NotSaved:
             return False
         return isinstance(self._executables.get(sig), _Quick) and self._tier != "full"
@@ -390,9 +389,8 @@ class _Program:
     def known(self, *args, **kwargs) -> bool:
         """Whether a call with such arguments finds its executable compiled in this process
         or saved on disk (or goes through ``jax.jit`` itself, which caches it there)."""
-        leaves, tree = jax.tree_util.tree_flatten((args, kwargs))
         try:
-            sig = (tree, tuple(_aval(x) for x in leaves))
+            sig = _signature(*jax.tree_util.tree_flatten((args, kwargs)))
         except _NotSaved:
             return True
         if sig in self._executables or (self._persist is None and quick_options() is None):
@@ -411,7 +409,7 @@ class _Program:
         types included, so they make the signatures the outputs themselves will). Only
         for a call that is not ``known``."""
         leaves, tree = jax.tree_util.tree_flatten((args, kwargs))
-        sig = (tree, tuple(_aval(x) for x in leaves))
+        sig = _signature(leaves, tree)
         quick = self._quick_for(leaves)
         traced = self._jitted.trace(*args, **kwargs)
         lowered = traced.lower()
@@ -467,6 +465,12 @@ def programs_dir() -> str | None:
     """Where executables are saved (``programs`` in ``cache_dir()``), or None when off."""
     base = cache_dir()
     return None if base is None else os.path.join(base, "programs")
+
+
+def _signature(leaves, tree):
+    """A call's argument signature (see ``_aval``); raises ``_NotSaved`` for an argument
+    that has none."""
+    return tree, tuple(_aval(x) for x in leaves)
 
 
 def _aval(x):
