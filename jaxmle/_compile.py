@@ -43,7 +43,9 @@ off with the rest; deleting the directory clears it.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import gc
 import hashlib
 import importlib.util
 import json
@@ -101,6 +103,35 @@ QUICK_MAX_BYTES = 32 * 2 ** 20
 CACHE_MAX_BYTES = 512 * 2 ** 20
 
 _OFF = ("0", "off", "false", "no", "none")
+_gc_lock = threading.Lock()
+_gc_pause = [0, False]    # programs being built now; whether the collector was on before
+
+
+@contextlib.contextmanager
+def gc_paused():
+    """Python's cyclic garbage collector paused while JAX traces, lowers and compiles.
+
+    Tracing allocates hundreds of thousands of short-lived Python objects (reference
+    counting frees them), and every 700 allocations the collector runs, now and then a
+    full pass over everything JAX and NumPy keep alive (~100,000 objects after their
+    import): a fifth of a small first fit's time (benchmarks/latency.py). Paused,
+    the passes a program's build would have made are left to the collector's next
+    ordinary run. Nested and concurrent builds share one pause; a collector the user
+    turned off stays off.
+    """
+    with _gc_lock:
+        if _gc_pause[0] == 0:
+            _gc_pause[1] = gc.isenabled()
+            gc.disable()
+        _gc_pause[0] += 1
+    try:
+        yield
+    finally:
+        with _gc_lock:
+            _gc_pause[0] -= 1
+            if _gc_pause[0] == 0 and _gc_pause[1]:
+                gc.enable()
+
 _state: dict = {"cache": None, "options": None, "quick": None, "lean": None}
 _probed: dict = {}      # the session's answers of ``_accepted``, by probe key
 
@@ -326,15 +357,16 @@ class _Program:
         if any(isinstance(x, jax.core.Tracer) for x in leaves):
             return self._fn(*args, **kwargs)
         if self._persist is None and quick_options() is None:
-            return self._jitted(*args, **kwargs)
+            return self._jit_call(args, kwargs)
         try:
             sig = _signature(leaves, tree)
         except _NotSaved:
-            return self._jitted(*args, **kwargs)
+            return self._jit_call(args, kwargs)
         exe = self._executables.get(sig)
         if exe is None:
-            exe, loaded_from = _load_or_compile(self._jitted, args, kwargs, self._persist, sig,
-                                                self._quick_for(leaves))
+            with gc_paused():
+                exe, loaded_from = _load_or_compile(self._jitted, args, kwargs, self._persist, sig,
+                                                    self._quick_for(leaves))
             self._note_tier(exe)
             if loaded_from is not None:
                 # The first call of a loaded executable is checked: one that cannot run
@@ -345,12 +377,12 @@ class _Program:
                 except Exception:       # noqa: BLE001
                     _remove(loaded_from)
                     self._executables[sig] = _NOT_SAVED
-                    return self._jitted(*args, **kwargs)
+                    return self._jit_call(args, kwargs)
                 self._executables[sig] = exe
                 return out
             self._executables[sig] = exe
         if exe is _NOT_SAVED:
-            return self._jitted(*args, **kwargs)
+            return self._jit_call(args, kwargs)
         if isinstance(exe, _Quick):
             if self._tier == "full":        # another signature is fully optimised
                 full = exe.promote(args, kwargs)
@@ -364,6 +396,11 @@ class _Program:
                     self._tier = "full"
             return out
         return exe(*args, **kwargs)
+
+    def _jit_call(self, args, kwargs):
+        """The plain ``jax.jit`` call (which traces and compiles a new signature itself)."""
+        with gc_paused():
+            return self._jitted(*args, **kwargs)
 
     def _quick_for(self, leaves) -> bool | str:
         """How a new signature compiles: quick, ``"lean"`` or (False) fully optimised."""
@@ -411,8 +448,9 @@ class _Program:
         leaves, tree = jax.tree_util.tree_flatten((args, kwargs))
         sig = _signature(leaves, tree)
         quick = self._quick_for(leaves)
-        traced = self._jitted.trace(*args, **kwargs)
-        lowered = traced.lower()
+        with gc_paused():
+            traced = self._jitted.trace(*args, **kwargs)
+            lowered = traced.lower()
         key = self._persist
 
         def job():
@@ -584,10 +622,11 @@ class _Quick:
     def promote(self, args, kwargs):
         """The fully optimised executable (saved in the quick one's place), or None when
         it cannot be compiled (the quick one keeps running)."""
-        lowered = self.lowered if self.lowered is not None else self.jitted.lower(*args, **kwargs)
-        self.lowered = None
         try:
-            full = _compile_saved(lowered, self.key, self.sig, quick=False)
+            with gc_paused():
+                lowered = self.lowered if self.lowered is not None else self.jitted.lower(*args, **kwargs)
+                self.lowered = None
+                full = _compile_saved(lowered, self.key, self.sig, quick=False)
         except Exception:       # noqa: BLE001 - keep running the quick program
             self.compile_s = float("inf")
             return None
@@ -635,16 +674,17 @@ def compile_together(jobs) -> None:
     the program's own call, which compiles again and raises there.
     """
     jobs = [j for j in jobs if j is not None]
-    if len(jobs) < 2 or (os.cpu_count() or 1) < 2:
-        for job in jobs:
-            _quietly(job)
-        return
-    threads = [threading.Thread(target=_quietly, args=(job,), daemon=True) for job in jobs[1:]]
-    for t in threads:
-        t.start()
-    _quietly(jobs[0])
-    for t in threads:
-        t.join()
+    with gc_paused():
+        if len(jobs) < 2 or (os.cpu_count() or 1) < 2:
+            for job in jobs:
+                _quietly(job)
+            return
+        threads = [threading.Thread(target=_quietly, args=(job,), daemon=True) for job in jobs[1:]]
+        for t in threads:
+            t.start()
+        _quietly(jobs[0])
+        for t in threads:
+            t.join()
 
 
 def _quietly(job) -> None:

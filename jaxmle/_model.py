@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._compile import jit, model_key
+from ._compile import gc_paused, jit, model_key
 from ._data import n_data, substitute_masked
 from ._params import ParamSpec, Real
 
@@ -230,7 +230,8 @@ class Model:
             [jax.ShapeDtypeStruct(s, dtype) for s in self.spec.shapes]
         )
         try:
-            out = jax.eval_shape(lambda p, d: self.loglik(p, self.prepared(d)), params, data)
+            with gc_paused():
+                out = jax.eval_shape(lambda p, d: self.loglik(p, self.prepared(d)), params, data)
         except jax.errors.TracerArrayConversionError as e:
             raise TypeError(
                 "the log-density (or prepare) converts a JAX value to a NumPy array: it calls numpy "

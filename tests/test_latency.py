@@ -612,3 +612,30 @@ def test_big_arguments_and_the_off_switch_compile_fully_at_once(monkeypatch):
     monkeypatch.setenv("JAXMLE_TIERS", "0")
     assert _compile.quick_options() is None
     monkeypatch.setitem(_compile._state, "quick", None)
+
+
+def test_the_garbage_collector_is_paused_while_a_program_builds_and_restored_after(monkeypatch):
+    import gc
+
+    seen = []
+    model = jm.Model(lambda p, x: seen.append(gc.isenabled()) or jax.scipy.stats.norm.logpdf(x, p["mu"], 1.0),
+                     {"mu": 0.0})
+    assert gc.isenabled()
+    jm.fit(model, X)
+    assert seen and not any(seen)          # traced (every time) with the collector paused
+    assert gc.isenabled()
+    # A build that fails restores it too; nested pauses restore it once, at the end.
+    with pytest.raises(RuntimeError):
+        with _compile.gc_paused():
+            with _compile.gc_paused():
+                pass
+            assert not gc.isenabled()
+            raise RuntimeError("failed build")
+    assert gc.isenabled()
+    # A collector the user turned off stays off.
+    gc.disable()
+    try:
+        jm.fit(model, X + 1.0)
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
