@@ -10,6 +10,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ._linalg import lapack_ready
+
 
 class Constraint:
     """Base of the constraint wrappers. Subclasses define the bijector.
@@ -266,6 +268,7 @@ class PositiveDefinite(Constraint):
 
     def inverse(self, x):
         d = x.shape[-1]
+        lapack_ready()
         L = jnp.linalg.cholesky(x)
         diag = jnp.arange(d)
         L = L.at[..., diag, diag].set(jnp.log(L[..., diag, diag]))

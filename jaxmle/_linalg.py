@@ -23,6 +23,12 @@ All functions take one matrix (no batch axes) and are meant to be vmapped.
 
 from __future__ import annotations
 
+import importlib.machinery
+import importlib.util
+import os
+import sys
+import threading
+
 import jax
 import jax.numpy as jnp
 
@@ -35,6 +41,48 @@ SMALL = 4
 _SPLIT_BUDGET = 100_000
 
 
+_lapack_lock = threading.Lock()
+_lapack_tried: list = []
+
+
+def lapack_ready() -> None:
+    """Load the two modules jaxlib's CPU LAPACK calls come from, and nothing else.
+
+    On the CPU, jaxlib 0.10 takes its LAPACK and BLAS routines from
+    ``scipy.linalg.cython_lapack`` and ``cython_blas`` when it first lowers a program
+    that calls them. Imported the usual way they first run ``scipy.linalg``'s package
+    ``__init__`` (its whole Python API: 0.16-0.23 s here, a fifth of a first fit with
+    more than two parameters). Loaded from their files (~10 ms) they are the same
+    extension modules under the same names in ``sys.modules``, which is where jaxlib,
+    Cython and ``from scipy.linalg import cython_lapack`` look. Called while a
+    program that calls LAPACK is traced, once per process; an unexpected layout
+    leaves the import to jaxlib.
+    """
+    if _lapack_tried:
+        return
+    with _lapack_lock:
+        if _lapack_tried:
+            return
+        _lapack_tried.append(True)
+        names = ("scipy.linalg.cython_blas", "scipy.linalg.cython_lapack")
+        if any(n in sys.modules for n in names) or "scipy.linalg" in sys.modules:
+            return
+        try:
+            spec = importlib.util.find_spec("scipy")
+            folder = os.path.join(spec.submodule_search_locations[0], "linalg")
+            for name in names:
+                short = name.rsplit(".", 1)[1]
+                path = next(p for p in (os.path.join(folder, short + suffix)
+                                        for suffix in importlib.machinery.EXTENSION_SUFFIXES)
+                            if os.path.exists(p))
+                mspec = importlib.util.spec_from_file_location(name, path)
+                module = importlib.util.module_from_spec(mspec)
+                mspec.loader.exec_module(module)
+                sys.modules[name] = module
+        except Exception:       # noqa: BLE001 - jaxlib imports them itself
+            return
+
+
 def _chunked(fn, cost):
     """``fn`` (arrays for one matrix in, arrays out) that, vmapped, calls LAPACK in chunks.
 
@@ -42,6 +90,7 @@ def _chunked(fn, cost):
     chunk is a strided slice of the batch: a batch sharded over devices stays
     sharded chunk by chunk instead of being gathered onto one device.
     """
+    lapack_ready()
 
     @jax.custom_batching.custom_vmap
     def call(*args):
@@ -152,8 +201,8 @@ def eigh(A):
 
     For k <= 2 one Jacobi rotation diagonalises the matrix exactly (``_eigh2``):
     no LAPACK call, so a one- or two-parameter model's program neither waits for
-    jaxlib to load LAPACK (it imports scipy.linalg for it, ~0.35 s once per
-    process) nor carries a custom call. Larger k: LAPACK (chunked under vmap):
+    jaxlib to load LAPACK (``lapack_ready``: ~10 ms once per process, 0.2 s when
+    jaxlib imports scipy.linalg itself) nor carries a custom call. Larger k: LAPACK (chunked under vmap):
     cyclic Jacobi written elementwise was about 2x faster for k <= 4 but took
     seconds to compile (benchmarks/small_solves.py), and the eigendecomposition
     runs only for indefinite Hessians and once per fit at the end, so compile time

@@ -15,6 +15,7 @@ import warnings
 
 from . import _stats
 from ._compile import fingerprint, jit
+from ._linalg import lapack_ready
 from ._model import Model
 from ._profile import _setup, missing_data_message
 from ._solve import make_objective, ready_data
@@ -134,6 +135,7 @@ def _derived_end(obj, g, q, z_hat, f_hat, side):
         A = side * jax.hessian(g)(z) - mu * jax.hessian(F)(z)
         gF = jax.grad(F)(z)
         K = jnp.block([[A, -gF[:, None]], [gF[None, :], jnp.zeros((1, 1), z.dtype)]])
+        lapack_ready()
         d = jnp.linalg.solve(K, -jnp.concatenate([r1, r2[None]]))
         dz, dmu = d[:p], d[p]
 

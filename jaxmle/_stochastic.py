@@ -55,6 +55,7 @@ import numpy as np
 from ._compile import jit
 from ._chunks import RowSource
 from ._data import to_plain
+from ._linalg import lapack_ready
 from ._model import Model
 from ._solve import ready_data
 from .optimizers import Adam, GradientAscent
@@ -156,6 +157,7 @@ def _whitener(model: Model, batch_size: int):
             # rescaled and the eigenvalue floor applies to the correlations only.
             d = jnp.abs(jnp.diagonal(H))
             d = 1.0 / jnp.sqrt(jnp.where(d > 0, d, jnp.maximum(jnp.max(d), 1.0)))
+            lapack_ready()
             w, U = jnp.linalg.eigh(0.5 * (H + H.T) * d[:, None] * d[None, :])
             w = jnp.abs(w)
             w = jnp.maximum(w, EIG_FLOOR * jnp.max(w))

@@ -639,3 +639,37 @@ def test_the_garbage_collector_is_paused_while_a_program_builds_and_restored_aft
         assert not gc.isenabled()
     finally:
         gc.enable()
+
+
+_LAPACK_CHILD = """
+import sys
+import jax
+jax.config.update("jax_enable_x64", True)
+import numpy as np
+import jaxmle as jm
+rng = np.random.default_rng(1)
+X = np.column_stack([np.ones(40), rng.normal(size=(40, 4))])
+y = X @ np.array([1.0, -0.5, 0.3, 0.2, 0.1]) + rng.normal(size=40)
+res = jm.fit(jm.models.linear(5), {"X": X, "y": y})
+print(int("scipy.linalg" in sys.modules), int("scipy.linalg.cython_lapack" in sys.modules), int(res.status))
+print(" ".join(repr(float(v)) for v in np.ravel(res.params["beta"])))
+import scipy.linalg
+from scipy.linalg import cython_lapack
+print(int(cython_lapack is sys.modules["scipy.linalg.cython_lapack"]), float(scipy.linalg.cholesky([[4.0]])[0, 0]))
+"""
+
+
+def test_lapack_loads_without_scipy_linalg_and_scipy_linalg_still_works():
+    # A five-parameter fit's program calls LAPACK (Cholesky, eigh): jaxlib's routines come
+    # from scipy.linalg.cython_lapack, loaded alone (jaxmle._linalg.lapack_ready), not with
+    # scipy.linalg's whole package. A fresh process, as a user's first fit.
+    env = {**os.environ, "JAXMLE_CACHE_DIR": "off"}
+    out = subprocess.run([sys.executable, "-c", _LAPACK_CHILD], env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    first, beta, after = out.stdout.split("\n")[:3]
+    assert first == "0 1 0", out.stdout       # scipy.linalg not imported, LAPACK loaded; CONVERGED
+    rng = np.random.default_rng(1)
+    X = np.column_stack([np.ones(40), rng.normal(size=(40, 4))])
+    y = X @ np.array([1.0, -0.5, 0.3, 0.2, 0.1]) + rng.normal(size=40)
+    np.testing.assert_allclose([float(b) for b in beta.split()], np.linalg.lstsq(X, y, rcond=None)[0], rtol=1e-8)
+    assert after == "1 2.0"
