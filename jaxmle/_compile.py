@@ -439,27 +439,17 @@ class _Program:
             return True
 
     def ahead(self, *args, **kwargs):
-        """Trace and lower this program for ``args`` (arrays or ``jax.ShapeDtypeStruct``s)
-        now and return ``(compile, out)``: ``compile()`` compiles the executable its first
-        call with such arguments will run and returns the seconds that took
-        (``compile_together`` runs several at once); ``out`` is the outputs' shapes (weak
-        types included, so they make the signatures the outputs themselves will). Only
-        for a call that is not ``known``."""
+        """Trace this program for ``args`` (arrays or ``jax.ShapeDtypeStruct``s) now and
+        return ``(job, out)``: ``job`` (an ``_Ahead``) lowers it and compiles the executable
+        its first call with such arguments will run (``compile_together`` runs several
+        at once); ``out`` is the outputs' shapes (weak types included, so they make the
+        signatures the outputs themselves will). Only for a call that is not ``known``."""
         leaves, tree = jax.tree_util.tree_flatten((args, kwargs))
-        sig = _signature(leaves, tree)
-        quick = self._quick_for(leaves)
+        t = time.perf_counter()
         with gc_paused():
             traced = self._jitted.trace(*args, **kwargs)
-            lowered = traced.lower()
-        key = self._persist
-
-        def job():
-            exe, seconds = _compile_lowered(self._jitted, lowered, key, sig, quick)
-            self._executables.setdefault(sig, exe)
-            self._note_tier(exe)
-            return seconds
-
-        return job, traced.out_info
+        return _Ahead(self, traced, _signature(leaves, tree), self._quick_for(leaves),
+                      time.perf_counter() - t), traced.out_info
 
     def _cache_size(self) -> int:
         """Executables held for this program: jit's own and those saved or loaded here."""
@@ -467,6 +457,33 @@ class _Program:
 
     def __getattr__(self, name):      # lower, trace, ...
         return getattr(self._jitted, name)
+
+
+class _Ahead:
+    """A traced program on its way to an executable (``_Program.ahead``): ``lower()``
+    (Python, holds the interpreter lock), then ``compile()`` (XLA, without it), which
+    leaves the executable where the program's call finds it. Once ``compiled``,
+    ``seconds`` is the time tracing, lowering and compiling took."""
+
+    def __init__(self, program: _Program, traced, sig, quick, trace_s: float):
+        self.program, self.traced, self.sig, self.quick = program, traced, sig, quick
+        self.lowered, self.seconds, self.compiled = None, trace_s, False
+
+    def lower(self) -> None:
+        if self.lowered is None:
+            t = time.perf_counter()
+            with gc_paused():
+                self.lowered = self.traced.lower()
+            self.seconds += time.perf_counter() - t
+
+    def compile(self) -> None:
+        self.lower()
+        prog = self.program
+        exe, seconds = _compile_lowered(prog._jitted, self.lowered, prog._persist, self.sig, self.quick)
+        prog._executables.setdefault(self.sig, exe)
+        prog._note_tier(exe)
+        self.seconds += seconds
+        self.compiled = True
 
 
 def lazy_jit(fn: Callable) -> Callable:
@@ -667,22 +684,23 @@ def _compile_lowered(jitted, lowered, key: str | None, sig, quick: bool | str = 
 
 
 def compile_together(jobs) -> None:
-    """Run the ``compile`` functions of ``_Program.ahead`` at the same time, one thread each
-    (one after the other on a single core). XLA compiles a program on one thread and
-    without Python's lock, so the programs a call is about to run compile side by side
-    (a batch's start, loop and finish programs). A compile that fails here is left to
-    the program's own call, which compiles again and raises there.
+    """Lower the ``_Ahead`` jobs one after the other, in order, and compile each as soon as
+    it is lowered, one thread each (one after the other on a single core). XLA compiles
+    without Python's lock, so the first job's compile (put the longest first: a batch's
+    loop program) runs while the others lower and compile beside it. A job that fails
+    here is left to the program's own call, which compiles again and raises there.
     """
     jobs = [j for j in jobs if j is not None]
     with gc_paused():
         if len(jobs) < 2 or (os.cpu_count() or 1) < 2:
             for job in jobs:
-                _quietly(job)
+                _quietly(job.compile)
             return
-        threads = [threading.Thread(target=_quietly, args=(job,), daemon=True) for job in jobs[1:]]
-        for t in threads:
-            t.start()
-        _quietly(jobs[0])
+        threads = []
+        for job in jobs:
+            _quietly(job.lower)
+            threads.append(threading.Thread(target=_quietly, args=(job.compile,), daemon=True))
+            threads[-1].start()
         for t in threads:
             t.join()
 
