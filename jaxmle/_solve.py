@@ -491,10 +491,30 @@ def loop_start(opt, objective, z0, data, gtol: float, trace_len: int = 0, ftol: 
     return Carry(state0, jnp.zeros((), jnp.int32), status0, info.evals, buf0)
 
 
+def loop_placeholder(opt, z0, trace_len: int = 0) -> Carry | None:
+    """The driver's initial carry before anything is evaluated (``opt.placeholder``), or
+    None for a method without one. Its ``n_iter`` is -1: the loop's first iteration
+    makes the carry ``loop_start`` would have made, from the step's own evaluation at
+    z0, so a program holds one copy of the objective's derivatives instead of two
+    (compile time: ``benchmarks/latency.py``)."""
+    if not opt.folds_start():
+        return None
+    state = opt.placeholder(z0)
+    buf = None if trace_len <= 0 else jnp.full((trace_len, 2), jnp.nan, z0.dtype)
+    return Carry(state, jnp.full((), -1, jnp.int32), jnp.asarray(RUNNING, jnp.int32), jnp.zeros((3,), jnp.int32), buf)
+
+
 def loop_body(opt, objective, carry: Carry, data, max_iter: int, gtol: float, ftol: float) -> Carry:
-    """One iteration of the driver: a step, then the stopping rule."""
+    """One iteration of the driver: a step, then the stopping rule. From a
+    ``loop_placeholder`` carry (``n_iter`` -1) the iteration is the start instead:
+    the evaluation at z0 and ``loop_start``'s status, with ``n_iter`` 0."""
     state, it = carry.state, carry.n_iter + 1
-    new, info = opt.step(objective, state, data, active=carry.status == RUNNING)
+    fresh = None
+    if opt.folds_start():
+        fresh = carry.n_iter < 0
+        new, info = opt.step(objective, state, data, active=carry.status == RUNNING, fresh=fresh)
+    else:
+        new, info = opt.step(objective, state, data, active=carry.status == RUNNING)
     ms = _measure(opt, new, ftol)
     m, fs, scale = ms.m, ms.fs, ms.scale
     df = jnp.abs(state.f - new.f)
@@ -523,7 +543,14 @@ def loop_body(opt, objective, carry: Carry, data, max_iter: int, gtol: float, ft
         ),
     ).astype(jnp.int32)
     # A non-finite step is not taken: the lane keeps its last finite point.
-    state = jax.tree_util.tree_map(lambda a, b: jnp.where(ms.finite, a, b), new, state)
+    keep = ms.finite
+    if fresh is not None:
+        # The start: loop_start's status, and its state even where it is not finite.
+        start = jnp.where(~ms.finite, Status.NONFINITE, jnp.where(ms.m <= gtol * ms.scale, Status.CONVERGED, RUNNING))
+        status = jnp.where(fresh, start, status).astype(jnp.int32)
+        it = jnp.where(fresh, 0, it)
+        keep = keep | fresh
+    state = jax.tree_util.tree_map(lambda a, b: jnp.where(keep, a, b), new, state)
     return Carry(state, it, status, carry.evals + info.evals, _record(carry.trace, it, state, ms.gmax))
 
 
@@ -542,7 +569,9 @@ def minimize(opt, objective, z0, data, max_iter: int, gtol: float, ftol: float, 
         The final ``Carry``. Under vmap, finished lanes are frozen by while_loop's
         batching rule at their own state.
     """
-    carry = loop_start(opt, objective, z0, data, gtol, trace_len, ftol)
+    carry = loop_placeholder(opt, z0, trace_len)
+    if carry is None:
+        carry = loop_start(opt, objective, z0, data, gtol, trace_len, ftol)
     return jax.lax.while_loop(
         lambda c: c.status == RUNNING,
         lambda c: loop_body(opt, objective, c, data, max_iter, gtol, ftol),
@@ -575,6 +604,9 @@ class Stages:
         return make_objective(self.model, z0.dtype, fixed, data, mask, self.n_static, pin)
 
     def start(self, z0, fixed, data, mask) -> Carry:
+        carry = loop_placeholder(self.opt, z0, self.trace_len)
+        if carry is not None:
+            return carry
         obj = self.objective(z0, fixed, data, mask)
         return loop_start(self.opt, obj.mean, z0, obj.bundle, self.gtol, self.trace_len, self.ftol)
 

@@ -10,6 +10,11 @@ of the compile-cache key) with
 * ``decrement(state)`` and ``newton_step(state)``: the Newton decrement g' H^-1 g
   and the Newton step H^-1 g if the method has them, else None (see the stopping
   rule in ``jaxmle._solve``).
+* optionally ``folds_start()`` True and ``placeholder(z0)``: a state at ``z0`` that
+  nothing was evaluated for, from which ``step(..., fresh=...)`` makes what ``init``
+  would have made (one evaluation at z0) for the lanes where ``fresh`` holds. The
+  driver then starts its loop from the placeholder, so the program holds one copy
+  of the objective's derivatives (the step's), not two. By default ``init`` starts.
 
 ``objective(z, data)`` is the scalar to *minimise* (the negative mean
 log-likelihood). ``state`` is the method's own ``NamedTuple`` whose first three
@@ -95,6 +100,14 @@ class Optimizer:
 
     def hessian(self, state):
         """The objective's Hessian at ``state.z`` if the method already has it, else None."""
+        return None
+
+    def folds_start(self) -> bool:
+        """Whether ``step(..., fresh=...)`` can start the fit from ``placeholder(z0)``."""
+        return False
+
+    def placeholder(self, z0):
+        """A state at ``z0`` for ``step(..., fresh=...)`` to start from (see ``folds_start``)."""
         return None
 
     def newton_step(self, state):

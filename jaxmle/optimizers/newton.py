@@ -254,18 +254,35 @@ class Newton(Optimizer):
         f, g, H = value_grad_hessian(objective, z0, data)
         return start_state(z0, f, g, H, _cholesky(H), self.initial_radius), info(1, 1, 1)
 
+    def folds_start(self) -> bool:
+        return self.globalization == "trust-region"
+
+    def placeholder(self, z0):
+        """The trust region's state at z0 before anything is evaluated there: zero
+        gradient and Newton step (so the first trial step is zero, with no
+        eigendecomposition), identity Hessian and scaling. ``step(..., fresh=...)``
+        turns it into ``init``'s state."""
+        if not self.folds_start():
+            return None
+        k, dtype = z0.shape[0], z0.dtype
+        zero, eye = jnp.zeros((k,), dtype), jnp.eye(k, dtype=dtype)
+        return NewtonState(z0, jnp.zeros((), dtype), zero, eye, eye, jnp.ones((), dtype),
+                           jnp.ones((k,), dtype), zero)
+
     def newton_step(self, state: NewtonState):
         return -state.newton
 
     def hessian(self, state: NewtonState):
         return state.hess
 
-    def step(self, objective, state: NewtonState, data, active=True) -> tuple[NewtonState, StepInfo]:
+    def step(self, objective, state: NewtonState, data, active=True, fresh=None) -> tuple[NewtonState, StepInfo]:
         if self.globalization == "line-search":
             return self._line_search_step(objective, state, data, active)
-        return self._trust_region_step(objective, state, data, active)
+        return self._trust_region_step(objective, state, data, active, fresh)
 
-    def _trust_region_step(self, objective, state, data, active):
+    def _trust_region_step(self, objective, state, data, active, fresh=None):
+        """One trust-region iteration; where ``fresh`` holds (``state`` is the
+        ``placeholder`` at z0), the one evaluation at z0 and ``init``'s state from it."""
         z0, f0, g0, H = state.z, state.f, state.grad, state.hess
         D = state.scale
         Hs, gs, p_newton, newton_ok = scaled_problem(state)
@@ -290,19 +307,31 @@ class Newton(Optimizer):
         def attempt(c):
             _, _, k, radius = c[:4]
             p, pn = trial_step(radius)
-            f_new, g_new, H_new = value_grad_hessian(objective, z0 + p, data)
+            zt = z0 + p if fresh is None else jnp.where(fresh, z0, z0 + p)
+            f_new, g_new, H_new = value_grad_hessian(objective, zt, data)
             ok, hopeless, radius = judge_trial(f0, g0, H, p, pn, f_new, radius, slack)
+            if fresh is not None:
+                ok = ok | fresh          # the evaluation at z0 is taken, whatever it is
             return ok, hopeless, k + 1, radius, p, f_new, g_new, H_new
 
         no = jnp.zeros((), bool)
         ok, _, k, radius, p, f, g, Hn = lane_while(
             pending, attempt, (no, no, jnp.zeros((), jnp.int32), state.radius, jnp.zeros_like(z0), f0, g0, H))
-        z = jnp.where(ok, z0 + p, z0)
+        z = jnp.where(ok, z0 + p, z0) if fresh is None else jnp.where(ok & ~fresh, z0 + p, z0)
         f, g, Hn = (jnp.where(ok, a, b) for a, b in ((f, f0), (g, g0), (Hn, H)))
         chol = jnp.where(ok, _cholesky(Hn), state.chol)
         diag = jnp.sqrt(jnp.abs(jnp.diagonal(Hn)))
-        D = jnp.maximum(D, jnp.where(jnp.isfinite(diag), diag, 0.0))
+        if fresh is None:
+            D = jnp.maximum(D, jnp.where(jnp.isfinite(diag), diag, 0.0))
+            return newton_state(z, f, g, Hn, chol, radius, D), info(k, k, k, failed_if(~ok))
+        # A fresh lane: ``start_state``'s scaling and first radius, with the one solve.
+        D0 = jnp.where((diag > 0) & jnp.isfinite(diag), diag, 1.0)
+        dz = jnp.linalg.norm(D0 * z0)
+        D = jnp.where(fresh, D0, jnp.maximum(D, jnp.where(jnp.isfinite(diag), diag, 0.0)))
+        radius = jnp.where(fresh, self.initial_radius * jnp.where(dz > 0, dz, 1.0), radius)
         new = newton_state(z, f, g, Hn, chol, radius, D)
+        pn = jnp.linalg.norm(D * new.newton)
+        new = new._replace(radius=jnp.where(fresh & jnp.isfinite(pn), jnp.maximum(new.radius, pn), new.radius))
         return new, info(k, k, k, failed_if(~ok))
 
     def _line_search_step(self, objective, state, data, active):
