@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import gc
 import io
 import sys
 import warnings
@@ -320,7 +321,14 @@ def main(argv=None) -> int:
     try:
         # Input errors are answered before JAX is imported.
         checked = _check_fit(args) if args.command == "fit" else None
+        # A command is a short-lived application: the ~100,000 objects JAX's import
+        # creates live until it exits. The collector is paused while they load and they
+        # are then frozen out of its passes (each full pass would walk them all).
+        gc.disable()
         import jax
+
+        gc.freeze()
+        gc.enable()
 
         # The command line is an application: it picks the precision for its own run.
         jax.config.update("jax_enable_x64", not getattr(args, "float32", False))
