@@ -331,6 +331,7 @@ class _Program:
         self._fn, self._jitted = fn, jitted
         self._persist: str | None = None
         self._executables: dict = {}
+        self._jit_known: set = set()      # signatures jax.jit has compiled (``_jit_call``)
         # With ``one_tier`` (a batch's loop program, ``jaxmle._batch``), all argument
         # signatures share one code tier, so the buckets of stragglers compute bit for bit
         # what the full batch computes: once one signature is fully optimised (promoted,
@@ -357,7 +358,7 @@ class _Program:
         if any(isinstance(x, jax.core.Tracer) for x in leaves):
             return self._fn(*args, **kwargs)
         if self._persist is None and quick_options() is None:
-            return self._jit_call(args, kwargs)
+            return self._jit_call(args, kwargs, leaves, tree)
         try:
             sig = _signature(leaves, tree)
         except _NotSaved:
@@ -377,12 +378,12 @@ class _Program:
                 except Exception:       # noqa: BLE001
                     _remove(loaded_from)
                     self._executables[sig] = _NOT_SAVED
-                    return self._jit_call(args, kwargs)
+                    return self._jit_call(args, kwargs, sig=sig)
                 self._executables[sig] = exe
                 return out
             self._executables[sig] = exe
         if exe is _NOT_SAVED:
-            return self._jit_call(args, kwargs)
+            return self._jit_call(args, kwargs, sig=sig)
         if isinstance(exe, _Quick):
             if self._tier == "full":        # another signature is fully optimised
                 full = exe.promote(args, kwargs)
@@ -397,10 +398,24 @@ class _Program:
             return out
         return exe(*args, **kwargs)
 
-    def _jit_call(self, args, kwargs):
-        """The plain ``jax.jit`` call (which traces and compiles a new signature itself)."""
-        with gc_paused():
+    def _jit_call(self, args, kwargs, leaves=None, tree=None, sig=None):
+        """The plain ``jax.jit`` call, which traces and compiles a new signature itself: the
+        collector is paused for a signature this program has not run before (and for
+        arguments without one), not while a compiled program runs."""
+        if sig is None:
+            if leaves is None:
+                leaves, tree = jax.tree_util.tree_flatten((args, kwargs))
+            try:
+                sig = _signature(leaves, tree)
+            except _NotSaved:
+                sig = None
+        if sig is not None and sig in self._jit_known:
             return self._jitted(*args, **kwargs)
+        with gc_paused():
+            out = self._jitted(*args, **kwargs)
+        if sig is not None:
+            self._jit_known.add(sig)
+        return out
 
     def _quick_for(self, leaves) -> bool | str:
         """How a new signature compiles: quick, ``"lean"`` or (False) fully optimised."""
@@ -445,11 +460,11 @@ class _Program:
         at once); ``out`` is the outputs' shapes (weak types included, so they make the
         signatures the outputs themselves will). Only for a call that is not ``known``."""
         leaves, tree = jax.tree_util.tree_flatten((args, kwargs))
+        sig = _signature(leaves, tree)
         t = time.perf_counter()
         with gc_paused():
             traced = self._jitted.trace(*args, **kwargs)
-        return _Ahead(self, traced, _signature(leaves, tree), self._quick_for(leaves),
-                      time.perf_counter() - t), traced.out_info
+        return _Ahead(self, traced, sig, self._quick_for(leaves), time.perf_counter() - t), traced.out_info
 
     def _cache_size(self) -> int:
         """Executables held for this program: jit's own and those saved or loaded here."""
@@ -688,7 +703,8 @@ def compile_together(jobs) -> None:
     it is lowered, one thread each (one after the other on a single core). XLA compiles
     without Python's lock, so the first job's compile (put the longest first: a batch's
     loop program) runs while the others lower and compile beside it. A job that fails
-    here is left to the program's own call, which compiles again and raises there.
+    here is left to the program's own call, which compiles again and raises there. The
+    garbage collector stays paused until all are compiled (``gc_paused``).
     """
     jobs = [j for j in jobs if j is not None]
     with gc_paused():

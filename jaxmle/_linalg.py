@@ -54,9 +54,10 @@ def lapack_ready() -> None:
     ``__init__`` (its whole Python API: 0.16-0.23 s here, a fifth of a first fit with
     more than two parameters). Loaded from their files (~10 ms) they are the same
     extension modules under the same names in ``sys.modules``, which is where jaxlib,
-    Cython and ``from scipy.linalg import cython_lapack`` look. Called while a
-    program that calls LAPACK is traced, once per process; an unexpected layout
-    leaves the import to jaxlib.
+    Cython and ``from scipy.linalg import cython_lapack`` look; when ``scipy.linalg``
+    itself is imported later they are bound on it as usual (``_BindOnImport``). Called
+    while a program that calls LAPACK is traced, once per process; an unexpected
+    layout leaves the import to jaxlib.
     """
     if _lapack_tried:
         return
@@ -81,6 +82,34 @@ def lapack_ready() -> None:
                 sys.modules[name] = module
         except Exception:       # noqa: BLE001 - jaxlib imports them itself
             return
+        sys.meta_path.insert(0, _BindOnImport())
+
+
+class _BindOnImport:
+    """An import hook, removed at its first use: once ``scipy.linalg`` is imported (after
+    ``lapack_ready`` loaded its two modules alone), binds them on it as attributes, as
+    importing them the usual way would have (``scipy.linalg.cython_lapack``)."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name != "scipy.linalg":
+            return None
+        if self in sys.meta_path:
+            sys.meta_path.remove(self)
+        spec = importlib.util.find_spec(name)
+        loader = getattr(spec, "loader", None)
+        if loader is None or not hasattr(loader, "exec_module"):
+            return spec
+        run = loader.exec_module
+
+        def exec_module(module):
+            run(module)
+            for child in ("cython_blas", "cython_lapack"):
+                found = sys.modules.get(f"{name}.{child}")
+                if found is not None and not hasattr(module, child):
+                    setattr(module, child, found)
+
+        loader.exec_module = exec_module
+        return spec
 
 
 def _chunked(fn, cost):

@@ -92,7 +92,7 @@ def _pinned_solve(obj, gtol, ftol, z_start, jz, value, active=True, max_iter=_IN
     carry = loop_start(opt, pinned, jnp.where(e, value, z_start), None, gtol, 0, ftol)
     carry = carry._replace(status=jnp.where(active, carry.status, Status.CONVERGED).astype(jnp.int32))
     carry = jax.lax.while_loop(lambda c: c.status == RUNNING,
-                               lambda c: loop_body(opt, pinned, c, None, max_iter, gtol, ftol), carry)
+                               lambda c: loop_body(opt, pinned, c, None, max_iter, gtol, ftol, placeholder=False), carry)
     z = jnp.where(e, value, carry.state.z)
     nt, g = jax.value_and_grad(neg_total)(z)
     return z, -nt, -g[jz], carry.status

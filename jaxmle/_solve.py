@@ -504,13 +504,16 @@ def loop_placeholder(opt, z0, trace_len: int = 0) -> Carry | None:
     return Carry(state, jnp.full((), -1, jnp.int32), jnp.asarray(RUNNING, jnp.int32), jnp.zeros((3,), jnp.int32), buf)
 
 
-def loop_body(opt, objective, carry: Carry, data, max_iter: int, gtol: float, ftol: float) -> Carry:
+def loop_body(opt, objective, carry: Carry, data, max_iter: int, gtol: float, ftol: float,
+              placeholder: bool = True) -> Carry:
     """One iteration of the driver: a step, then the stopping rule. From a
     ``loop_placeholder`` carry (``n_iter`` -1) the iteration is the start instead:
-    the evaluation at z0 and ``loop_start``'s status, with ``n_iter`` 0."""
+    the evaluation at z0 and ``loop_start``'s status, with ``n_iter`` 0. A loop that
+    started from ``loop_start`` may say ``placeholder=False``: its program then holds
+    no code for fresh lanes."""
     state, it = carry.state, carry.n_iter + 1
     fresh = None
-    if opt.folds_start():
+    if placeholder and opt.folds_start():
         fresh = carry.n_iter < 0
         new, info = opt.step(objective, state, data, active=carry.status == RUNNING, fresh=fresh)
     else:

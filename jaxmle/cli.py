@@ -312,6 +312,24 @@ def _cmd_bench(args) -> int:
     return 0
 
 
+def _import_jax() -> None:
+    """Import JAX for a command. When this call is what imports it (the command line as
+    its own process, a short-lived application), the ~100,000 objects the import creates
+    live until the process exits: the collector is paused while they load and they are
+    then frozen out of its passes (each full pass would walk them all). Called from a
+    process that has JAX already (tests, a notebook), it changes nothing."""
+    if "jax" in sys.modules:
+        return
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        import jax  # noqa: F401
+    finally:
+        if was:
+            gc.freeze()
+            gc.enable()
+
+
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -321,14 +339,8 @@ def main(argv=None) -> int:
     try:
         # Input errors are answered before JAX is imported.
         checked = _check_fit(args) if args.command == "fit" else None
-        # A command is a short-lived application: the ~100,000 objects JAX's import
-        # creates live until it exits. The collector is paused while they load and they
-        # are then frozen out of its passes (each full pass would walk them all).
-        gc.disable()
+        _import_jax()
         import jax
-
-        gc.freeze()
-        gc.enable()
 
         # The command line is an application: it picks the precision for its own run.
         jax.config.update("jax_enable_x64", not getattr(args, "float32", False))

@@ -654,9 +654,11 @@ y = X @ np.array([1.0, -0.5, 0.3, 0.2, 0.1]) + rng.normal(size=40)
 res = jm.fit(jm.models.linear(5), {"X": X, "y": y})
 print(int("scipy.linalg" in sys.modules), int("scipy.linalg.cython_lapack" in sys.modules), int(res.status))
 print(" ".join(repr(float(v)) for v in np.ravel(res.params["beta"])))
-import scipy.linalg
-from scipy.linalg import cython_lapack
-print(int(cython_lapack is sys.modules["scipy.linalg.cython_lapack"]), float(scipy.linalg.cholesky([[4.0]])[0, 0]))
+import scipy.linalg.cython_lapack
+capi = scipy.linalg.cython_lapack.__pyx_capi__          # bound on the package, as usual
+from scipy.linalg import cython_blas, cython_lapack
+print(int(cython_lapack is sys.modules["scipy.linalg.cython_lapack"] and len(capi) > 0
+          and scipy.linalg.cython_blas is cython_blas), float(scipy.linalg.cholesky([[4.0]])[0, 0]))
 """
 
 

@@ -151,3 +151,47 @@ def test_results_are_immutable():
     res = jm.fit(normal_model(), X)
     with pytest.raises(AttributeError, match="immutable"):
         res.status = 0
+
+
+def _start_model():
+    return jm.Model(lambda p, x: stats.norm.logpdf(x, p["mu"], p["sigma"]), {"mu": 0.0, "sigma": jm.Positive(1.0)})
+
+
+def test_newton_starts_inside_its_loop_with_init_s_results():
+    # The trust region makes its start from the loop's first evaluation (folds_start);
+    # the line-search variant starts from init. Both must agree with the start that
+    # init gives: a start that is already the optimum stops at once, with one pass.
+    model = _start_model()
+    best = jm.fit(model, X)
+    for method in ("newton", jm.optimizers.Newton(globalization="line-search")):
+        again = jm.fit(model, X, init=best.params, method=method)
+        assert again.converged and int(again.n_iter) == 0
+        np.testing.assert_array_equal(np.asarray(again.evals), [1, 1, 1])
+    # max_trials=0: no step can be tried, but the start is still evaluated, so the fit
+    # fails honestly instead of reporting the placeholder as an optimum.
+    res = jm.fit(model, X, method=jm.optimizers.Newton(max_trials=0))
+    assert res.status == jm.Status.LINESEARCH_FAILED and int(res.n_iter) == 1
+    np.testing.assert_array_equal(np.asarray(res.evals), [1, 1, 1])
+    np.testing.assert_allclose(float(res.loglik), float(jnp.sum(stats.norm.logpdf(X, 0.0, 1.0))), rtol=1e-12)
+
+
+def test_a_newton_subclass_keeps_its_own_init_and_step():
+    @dataclasses.dataclass(frozen=True)
+    class BigStart(jm.optimizers.Newton):
+        def init(self, objective, z0, data):
+            state, inf = super().init(objective, z0, data)
+            return state._replace(radius=1e6 * state.radius), inf
+
+    @dataclasses.dataclass(frozen=True)
+    class Logged(jm.optimizers.Newton):
+        def step(self, objective, state, data, active=True):       # the documented signature
+            return super().step(objective, state, data, active)
+
+    model = _start_model()
+    plain = jm.fit(model, X)
+    logged = jm.fit(model, X, method=Logged())
+    assert logged.converged and int(logged.n_iter) == int(plain.n_iter)
+    np.testing.assert_allclose(float(logged.loglik), float(plain.loglik), rtol=1e-12)
+    big = jm.fit(model, X, method=BigStart())
+    assert big.converged and int(big.n_iter) != int(plain.n_iter)     # its init was used
+    np.testing.assert_allclose(float(big.loglik), float(plain.loglik), rtol=1e-10)

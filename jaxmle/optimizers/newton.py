@@ -255,7 +255,10 @@ class Newton(Optimizer):
         return start_state(z0, f, g, H, _cholesky(H), self.initial_radius), info(1, 1, 1)
 
     def folds_start(self) -> bool:
-        return self.globalization == "trust-region"
+        # Not for a subclass with its own init or step: it keeps the protocol it was written for.
+        cls = type(self)
+        return (self.globalization == "trust-region" and cls.init is Newton.init and cls.step is Newton.step
+                and cls._trust_region_step is Newton._trust_region_step)
 
     def placeholder(self, z0):
         """The trust region's state at z0 before anything is evaluated there: zero
@@ -302,7 +305,9 @@ class Newton(Optimizer):
         # pass did.
         def pending(c):
             ok, hopeless, k = c[:3]
-            return (~ok) & (~hopeless) & (k < self.max_trials) & (active | (k == 0))
+            go = (~ok) & (~hopeless) & (k < self.max_trials) & (active | (k == 0))
+            # A fresh lane evaluates at z0 once, whatever max_trials allows a step.
+            return go if fresh is None else go | (fresh & (k == 0))
 
         def attempt(c):
             _, _, k, radius = c[:4]
