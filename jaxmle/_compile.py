@@ -904,6 +904,8 @@ def _fp(obj, seen: dict):
         return _fp_function(obj, seen)
     if isinstance(obj, types.CodeType):
         return _fp_code(obj, seen)
+    if isinstance(obj, type) and id(obj) in seen:
+        return ("own class", obj.__qualname__)
     if isinstance(obj, type) or callable(obj):
         # Classes and callables of installed libraries (jnp.exp, a jitted function of a
         # package, numpy ufuncs) by name; a jitted user function by what it wraps.
@@ -957,6 +959,41 @@ def _global_names(code: types.CodeType) -> set:
 
 #: Model attributes that do not enter any program (or are keyed separately).
 _MODEL_SKIP = {"_compiled", "_checked", "_share_key", "name", "spec", "scale_like_leaves", "rowwise"}
+
+
+def code_of_classes(items) -> tuple | None:
+    """The code of the user-defined classes of ``items`` (a program's settings, such as a
+    subclass of a jaxmle optimizer): every function defined in such a class or a base
+    outside jaxmle, by ``fingerprint`` (code, constants, closure values, globals read).
+    A saved program's key needs it: two classes with the same name and fields print the
+    same ``repr`` but may step differently. None when some code cannot be read."""
+    out = []
+    for item in items:
+        cls = type(item)
+        if isinstance(item, _SIMPLE) or cls.__module__.split(".")[0] in ("jaxmle", "builtins"):
+            continue
+        try:
+            for base in cls.__mro__:
+                if base.__module__.split(".")[0] in ("jaxmle", "builtins", "abc", "typing"):
+                    continue
+                # The class itself may appear in its methods (``super()``'s cell).
+                seen = {id(c): c for c in cls.__mro__}
+                generated = _DATACLASS_METHODS if hasattr(base, "__dataclass_fields__") else ()
+                for name, value in sorted(vars(base).items()):
+                    value = getattr(value, "__func__", value)        # static and class methods
+                    if not isinstance(value, types.FunctionType):
+                        continue
+                    if name in generated and value.__code__.co_filename.startswith("<"):
+                        continue        # made by dataclasses from the fields (in the repr)
+                    out.append((base.__module__, base.__qualname__, name, _fp_function(value, seen)))
+        except (Unknown, RecursionError, TypeError, ValueError):
+            return None
+    return tuple(out)
+
+
+_DATACLASS_METHODS = frozenset({"__init__", "__repr__", "__eq__", "__hash__", "__setattr__", "__delattr__",
+                                "__lt__", "__le__", "__gt__", "__ge__", "__getstate__", "__setstate__",
+                                "__match_args__", "__replace__"})
 
 
 def model_key(model, spec_key) -> Any | None:

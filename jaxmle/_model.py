@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._compile import gc_paused, jit, model_key
+from ._compile import code_of_classes, gc_paused, jit, model_key
 from ._data import n_data, substitute_masked
 from ._params import ParamSpec, Real
 
@@ -149,9 +149,11 @@ class Model:
                 fn = _SHARED.get((shared, key))
             if fn is None:
                 fn = build()
-                if shared is not None and hasattr(fn, "persist_as"):
-                    # Saved to disk as well: a later session loads it without tracing.
-                    fn.persist_as(("model program", shared, key))
+                code = code_of_classes(key) if shared is not None else None
+                if code is not None and hasattr(fn, "persist_as"):
+                    # Saved to disk as well: a later session loads it without tracing. A
+                    # setting of the user's own class (an optimizer subclass) by its code.
+                    fn.persist_as(("model program", shared, key, code))
                 if shared is not None:
                     if len(_SHARED) >= _SHARED_MAX:
                         _SHARED.pop(next(iter(_SHARED)))

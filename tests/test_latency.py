@@ -676,3 +676,31 @@ def test_lapack_loads_without_scipy_linalg_and_scipy_linalg_still_works():
     y = X @ np.array([1.0, -0.5, 0.3, 0.2, 0.1]) + rng.normal(size=40)
     np.testing.assert_allclose([float(b) for b in beta.split()], np.linalg.lstsq(X, y, rcond=None)[0], rtol=1e-8)
     assert after == "1 2.0"
+
+
+def _damped_newton(s):
+    import dataclasses
+
+    @dataclasses.dataclass(frozen=True)
+    class Damped(jm.optimizers.Newton):
+        def step(self, objective, state, data, active=True):
+            new, info = super().step(objective, state, data, active)
+            return new._replace(z=state.z + s * (new.z - state.z)), info
+
+    return Damped()
+
+
+def test_a_saved_program_is_keyed_by_the_code_of_a_user_s_optimizer_class(tmp_path, monkeypatch):
+    # Two optimizer subclasses with the same name and fields print the same repr; the
+    # saved program's key must tell them apart by their code (found by a new-user trial:
+    # the second ran the first one's program), and share it when the code is the same.
+    monkeypatch.setenv("JAXMLE_CACHE_DIR", str(tmp_path))
+    model = jm.Model(lambda p, x: jax.scipy.stats.norm.logpdf(x, p["mu"], p["sigma"]),
+                     {"mu": 0.0, "sigma": jm.Positive(1.0)})
+    iters = {s: int(jm.fit(model, X, method=_damped_newton(s), max_iter=200).n_iter) for s in (0.5, 1.0)}
+    assert iters[0.5] != iters[1.0], iters
+    assert iters[1.0] == int(jm.fit(model, X).n_iter)
+    files = set((tmp_path / "programs").glob("*.jaxexe"))
+    again = int(jm.fit(model, X, method=_damped_newton(0.5), max_iter=200).n_iter)
+    assert again == iters[0.5]
+    assert set((tmp_path / "programs").glob("*.jaxexe")) == files      # the same code: the same saved program
