@@ -4,7 +4,8 @@
    k=5) of which 2% are nearly separable, four calls in a row, each mode in a fresh
    process (so the first call includes its compilations, as a user's does).
 2. The batch fitter's stages timed one by one on the same data without the hard
-   datasets (compiled, best of 3): ready, start pass, the loop, finish.
+   datasets (compiled, best of 3): ready, start, the loop, finish. (Since 35dcce0
+   Newton's start pass is the loop's first iteration: "start" makes a placeholder.)
 
     python benchmarks/first_call.py [--batch 10000] [--calls 4] [--json out.json]
 """
