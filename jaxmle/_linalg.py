@@ -86,20 +86,26 @@ def lapack_ready() -> None:
 
 
 class _BindOnImport:
-    """An import hook, removed at its first use: once ``scipy.linalg`` is imported (after
-    ``lapack_ready`` loaded its two modules alone), binds them on it as attributes, as
-    importing them the usual way would have (``scipy.linalg.cython_lapack``)."""
+    """An import hook: once ``scipy.linalg`` is imported (after ``lapack_ready`` loaded its
+    two modules alone), binds them on it as attributes, as importing them the usual way
+    would have (``scipy.linalg.cython_lapack``), and removes itself. A ``find_spec`` that
+    does not import (a check whether scipy is there) leaves it in place."""
+
+    def __init__(self):
+        self._looking = False
 
     def find_spec(self, name, path=None, target=None):
-        if name != "scipy.linalg":
+        if name != "scipy.linalg" or self._looking:
             return None
-        if self in sys.meta_path:
-            sys.meta_path.remove(self)
-        spec = importlib.util.find_spec(name)
+        self._looking = True
+        try:
+            spec = importlib.util.find_spec(name)
+        finally:
+            self._looking = False
         loader = getattr(spec, "loader", None)
         if loader is None or not hasattr(loader, "exec_module"):
             return spec
-        run = loader.exec_module
+        run, hook = loader.exec_module, self
 
         def exec_module(module):
             run(module)
@@ -107,6 +113,8 @@ class _BindOnImport:
                 found = sys.modules.get(f"{name}.{child}")
                 if found is not None and not hasattr(module, child):
                     setattr(module, child, found)
+            if hook in sys.meta_path:
+                sys.meta_path.remove(hook)
 
         loader.exec_module = exec_module
         return spec
