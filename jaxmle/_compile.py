@@ -972,12 +972,12 @@ def code_of_classes(items) -> tuple | None:
         cls = type(item)
         if isinstance(item, _SIMPLE) or cls.__module__.split(".")[0] in ("jaxmle", "builtins"):
             continue
+        # The class itself may appear in its methods (``super()``'s cell).
+        seen = {id(c): c for c in cls.__mro__}
         try:
             for base in cls.__mro__:
                 if base.__module__.split(".")[0] in ("jaxmle", "builtins", "abc", "typing"):
                     continue
-                # The class itself may appear in its methods (``super()``'s cell).
-                seen = {id(c): c for c in cls.__mro__}
                 generated = _DATACLASS_METHODS if hasattr(base, "__dataclass_fields__") else ()
                 for name, value in sorted(vars(base).items()):
                     value = getattr(value, "__func__", value)        # static and class methods

@@ -482,13 +482,17 @@ def loop_start(opt, objective, z0, data, gtol: float, trace_len: int = 0, ftol: 
     """The driver's initial carry."""
     state0, info = opt.init(objective, z0, data)
     ms = _measure(opt, state0, ftol)
-    status0 = jnp.where(
-        ~ms.finite, Status.NONFINITE, jnp.where(ms.m <= gtol * ms.scale, Status.CONVERGED, RUNNING)
-    ).astype(jnp.int32)
+    status0 = _start_status(ms, gtol)
     buf0 = None
     if trace_len > 0:
         buf0 = _record(jnp.full((trace_len, 2), jnp.nan, z0.dtype), 0, state0, ms.gmax)
     return Carry(state0, jnp.zeros((), jnp.int32), status0, info.evals, buf0)
+
+
+def _start_status(ms: _Measure, gtol: float):
+    """The status at the start: NONFINITE, CONVERGED already, or RUNNING."""
+    return jnp.where(~ms.finite, Status.NONFINITE,
+                     jnp.where(ms.m <= gtol * ms.scale, Status.CONVERGED, RUNNING)).astype(jnp.int32)
 
 
 def loop_placeholder(opt, z0, trace_len: int = 0) -> Carry | None:
@@ -549,8 +553,7 @@ def loop_body(opt, objective, carry: Carry, data, max_iter: int, gtol: float, ft
     keep = ms.finite
     if fresh is not None:
         # The start: loop_start's status, and its state even where it is not finite.
-        start = jnp.where(~ms.finite, Status.NONFINITE, jnp.where(ms.m <= gtol * ms.scale, Status.CONVERGED, RUNNING))
-        status = jnp.where(fresh, start, status).astype(jnp.int32)
+        status = jnp.where(fresh, _start_status(ms, gtol), status)
         it = jnp.where(fresh, 0, it)
         keep = keep | fresh
     state = jax.tree_util.tree_map(lambda a, b: jnp.where(keep, a, b), new, state)

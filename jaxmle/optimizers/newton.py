@@ -52,14 +52,25 @@ def start_state(z0, f, g, H, chol, initial_radius) -> NewtonState:
     finite) and the first trust radius, ``initial_radius`` ||D z0|| (``initial_radius``
     itself at z0 = 0) but at least the scaled Newton step where H is positive definite:
     a well-behaved fit loses no iterations to a small radius, which holds back the first
-    steps from an indefinite start only. Shared by ``Newton.init`` and the chunked fit."""
-    D = jnp.sqrt(jnp.abs(jnp.diagonal(H)))
-    D = jnp.where((D > 0) & jnp.isfinite(D), D, 1.0)
+    steps from an indefinite start only. Shared by ``Newton.init``, the chunked fit and
+    the trust-region step's fresh lanes (``_first_scaling``, ``_at_least_newton``)."""
+    D, radius = _first_scaling(jnp.sqrt(jnp.abs(jnp.diagonal(H))), z0, initial_radius)
+    return _at_least_newton(newton_state(z0, f, g, H, chol, radius, D))
+
+
+def _first_scaling(diag, z0, initial_radius):
+    """``start_state``'s scaling D from ``diag`` = sqrt|diag H| (1 where that is 0 or not
+    finite) and its first radius, ``initial_radius`` ||D z0|| (``initial_radius`` at z0 = 0)."""
+    D = jnp.where((diag > 0) & jnp.isfinite(diag), diag, 1.0)
     dz = jnp.linalg.norm(D * z0)
-    radius = initial_radius * jnp.where(dz > 0, dz, 1.0)
-    state = newton_state(z0, f, g, H, chol, radius, D)
-    pn = jnp.linalg.norm(D * state.newton)
-    return state._replace(radius=jnp.where(jnp.isfinite(pn), jnp.maximum(radius, pn), radius))
+    return D, initial_radius * jnp.where(dz > 0, dz, 1.0)
+
+
+def _at_least_newton(state: NewtonState, where=True) -> NewtonState:
+    """``state`` with its radius at least its scaled Newton step, where that is finite
+    (and ``where`` holds)."""
+    pn = jnp.linalg.norm(state.scale * state.newton)
+    return state._replace(radius=jnp.where(where & jnp.isfinite(pn), jnp.maximum(state.radius, pn), state.radius))
 
 
 _cholesky = _linalg.cholesky
@@ -326,18 +337,13 @@ class Newton(Optimizer):
         f, g, Hn = (jnp.where(ok, a, b) for a, b in ((f, f0), (g, g0), (Hn, H)))
         chol = jnp.where(ok, _cholesky(Hn), state.chol)
         diag = jnp.sqrt(jnp.abs(jnp.diagonal(Hn)))
+        D = jnp.maximum(D, jnp.where(jnp.isfinite(diag), diag, 0.0))
         if fresh is None:
-            D = jnp.maximum(D, jnp.where(jnp.isfinite(diag), diag, 0.0))
             return newton_state(z, f, g, Hn, chol, radius, D), info(k, k, k, failed_if(~ok))
         # A fresh lane: ``start_state``'s scaling and first radius, with the one solve.
-        D0 = jnp.where((diag > 0) & jnp.isfinite(diag), diag, 1.0)
-        dz = jnp.linalg.norm(D0 * z0)
-        D = jnp.where(fresh, D0, jnp.maximum(D, jnp.where(jnp.isfinite(diag), diag, 0.0)))
-        radius = jnp.where(fresh, self.initial_radius * jnp.where(dz > 0, dz, 1.0), radius)
-        new = newton_state(z, f, g, Hn, chol, radius, D)
-        pn = jnp.linalg.norm(D * new.newton)
-        new = new._replace(radius=jnp.where(fresh & jnp.isfinite(pn), jnp.maximum(new.radius, pn), new.radius))
-        return new, info(k, k, k, failed_if(~ok))
+        D0, radius0 = _first_scaling(diag, z0, self.initial_radius)
+        new = newton_state(z, f, g, Hn, chol, jnp.where(fresh, radius0, radius), jnp.where(fresh, D0, D))
+        return _at_least_newton(new, fresh), info(k, k, k, failed_if(~ok))
 
     def _line_search_step(self, objective, state, data, active):
         z0, g0 = state.z, state.grad
